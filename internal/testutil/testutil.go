@@ -1,0 +1,45 @@
+// Package testutil holds what the project's tests share: the root check and
+// unique names for system objects a test creates, so parallel test binaries
+// never collide and debris is recognisable.
+package testutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+)
+
+// RequiresRoot skips t unless the test runs as root. Root-only tests run in
+// CI (which is root); elsewhere they skip with this message.
+func RequiresRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("skipping: needs root (namespaces, mounts, cgroups); CI runs it as root")
+	}
+}
+
+// UniqueName returns prefix-<8 hex chars>, for cgroups, state directories and
+// the like. Names start with "sockfaas-test-" so that leftovers are easy to
+// recognise and `make clean-test` can remove them.
+func UniqueName(tb testing.TB) string {
+	tb.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatal(err)
+	}
+	return "sockfaas-test-" + hex.EncodeToString(b[:])
+}
+
+// StateDir makes a short, unique state directory under /run (Unix socket
+// paths are limited to 108 bytes, so t.TempDir's long names do not fit) and
+// removes it when the test ends.
+func StateDir(tb testing.TB) string {
+	tb.Helper()
+	dir := "/run/" + UniqueName(tb)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
