@@ -7,7 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequiresRoot skips t unless the test runs as root. Root-only tests run in
@@ -40,6 +44,56 @@ func StateDir(tb testing.TB) string {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	tb.Cleanup(func() {
+		// A leaked mount under dir would make RemoveAll delete through it
+		// into whatever it binds: report it, detach it, then remove.
+		if leaked := MountsUnder(dir); len(leaked) > 0 {
+			tb.Errorf("mounts left under %s: %v", dir, leaked)
+			for i := len(leaked) - 1; i >= 0; i-- {
+				_ = unix.Unmount(leaked[i], unix.MNT_DETACH)
+			}
+		}
+		_ = os.RemoveAll(dir)
+	})
 	return dir
+}
+
+// MountsUnder lists the mount points at or below dir in this process's
+// mount namespace, in mount order.
+func MountsUnder(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescape(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for space, ...).
+func unescape(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
