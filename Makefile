@@ -1,0 +1,48 @@
+# sockfaas — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/sockfaas
+PKGS := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: ## install the Debian packages sockfaas and its tests need (idempotent)
+	@scripts/setup.sh --peers
+
+.PHONY: build
+build: ## build bin/sockfaas
+	$(GO) build -o $(BIN) ./cmd/sockfaas
+
+.PHONY: demo
+demo: setup build ## the main job: create a lean sandbox and run commands in it
+	$(BIN) demo
+
+.PHONY: test
+test: setup ## the whole suite (root-only tests skip when not root), then check nothing leaked
+	@scripts/debris.sh --clean >/dev/null
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@scripts/debris.sh && echo "debris: none left behind"
+
+.PHONY: bench
+bench: setup ## run the benchmarks side by side (lean vs libcontainer vs crun vs runc)
+	$(GO) test ./benchmarks -run '^$$' -bench . -benchtime=200x -timeout 30m
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+.PHONY: clean-test
+clean-test: ## remove test debris: mounts, cgroups, state dirs and processes named sockfaas-*
+	@scripts/debris.sh --clean
+
+.PHONY: clean
+clean: clean-test ## remove build output and test debris
+	rm -rf bin

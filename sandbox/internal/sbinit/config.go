@@ -1,0 +1,52 @@
+package sbinit
+
+import "io"
+
+// Config describes one program to start in new namespaces.
+type Config struct {
+	// Root is the host path of the sandbox root, a directory that is a
+	// mount point with a proc directory in it. Requires CLONE_NEWNS.
+	// "" runs the program in the host's root.
+	Root string
+	// Cloneflags: a subset of CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC,
+	// CLONE_NEWUTS, CLONE_NEWNET and CLONE_NEWCGROUP.
+	Cloneflags uintptr
+	// Hostname is set when Cloneflags has CLONE_NEWUTS, ignored otherwise.
+	Hostname string
+	// UID and GID the program runs as, with no supplementary groups and no
+	// capabilities (uid 0 included).
+	UID, GID uint32
+	// Dir is the working directory inside the root; "" means "/".
+	Dir string
+	// Args is the program's argv. Args[0] without a '/' is looked up in
+	// PATH from Env, or else in /usr/local/bin:/usr/bin:/bin.
+	Args []string
+	// Env is the program's whole environment; nil means an empty one (the
+	// host's environment never leaks in).
+	Env []string
+	// Stdin, Stdout and Stderr work as in os/exec: nil is /dev/null, an
+	// *os.File is passed as is, anything else goes through a pipe that
+	// Process.Wait drains.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// CgroupFD, if >= 0, is an open cgroup v2 directory the helper is born
+	// into (clone3 CLONE_INTO_CGROUP). -1 means none. Note the zero Config
+	// has 0 here, which is a descriptor: set -1 explicitly.
+	CgroupFD int
+	// Attach, if not nil, runs once the helper exists and before it does
+	// anything, with its host pid: for cgroup v1, write pid to the
+	// cgroup.procs files. An error aborts the start.
+	Attach func(pid int) error
+}
+
+// StepError reports a setup step of the helper that failed before the
+// program ran: "sandbox init: pivot_root: invalid argument",
+// `sandbox init: exec "nosuch": no such file or directory`. Err is usually
+// a syscall.Errno, so errors.Is(err, fs.ErrNotExist) and the like work.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return "sandbox init: " + e.Step + ": " + e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }

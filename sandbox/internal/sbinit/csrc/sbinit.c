@@ -1,0 +1,443 @@
+/*
+ * sockfaas-init: the first program that runs inside a sockfaas sandbox.
+ *
+ * Go cannot run code between fork and exec, so the steps that must happen
+ * inside the new namespaces (mounting /proc as PID 1 of a new PID namespace,
+ * pivot_root, sethostname, no_new_privs, dropping the capability bounding
+ * set) happen here, in a tiny static program the Go side starts with the
+ * clone flags. It has no libc: raw system calls, its own _start, no global
+ * mutable state. See launcher_linux.go for the other half of the protocol.
+ *
+ * argv: sockfaas-init [root=P] [host=H] [uid=N] [gid=N] [dir=P] [flags=N]
+ *       -- program args...
+ *   (flags are the CLONE_NEW* bits the Go side cloned us with, in decimal)
+ * envp: the program's environment (PATH is used to find the program).
+ * fd 3: "go" pipe; one byte arrives once the Go side has attached us to
+ *       our cgroups, so nothing runs before that.
+ * fd 4: error pipe; "<step>: <errno>" on failure. EOF without data means
+ *       the program was exec'd (every copy of fd 4 is close-on-exec).
+ * fd 5: status pipe; with a PID namespace, the program's raw 4-byte wait
+ *       status, written just before we exit.
+ */
+#include <asm/signal.h>
+#include <asm/unistd.h>
+#include <linux/capability.h>
+#include <linux/errno.h>
+#include <linux/fcntl.h>
+#include <linux/mount.h>
+#include <linux/prctl.h>
+#include <linux/sched.h>
+#include <linux/sockios.h>
+#include <linux/wait.h>
+
+/* Kernel ABI values whose only header is libc's. */
+#define MNT_DETACH 2
+#define AF_INET 2
+#define SOCK_DGRAM 2
+#define IFF_UP 0x1
+
+enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5 };
+enum { PATH_BUF = 4096 };
+
+#if defined(__x86_64__)
+
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+/* The kernel leaves argc at (%rsp), argv and envp above it. */
+__asm__(".text\n"
+	".global _start\n"
+	"_start:\n"
+	"	xor %ebp, %ebp\n"
+	"	mov %rsp, %rdi\n"
+	"	and $-16, %rsp\n"
+	"	call start\n"
+	"	hlt\n");
+
+#elif defined(__aarch64__)
+
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long x8 __asm__("x8") = n;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+	register long x3 __asm__("x3") = d;
+	register long x4 __asm__("x4") = e;
+	register long x5 __asm__("x5") = f;
+
+	__asm__ volatile("svc 0"
+			 : "+r"(x0)
+			 : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+			 : "memory");
+	return x0;
+}
+
+__asm__(".text\n"
+	".global _start\n"
+	"_start:\n"
+	"	mov x29, #0\n"
+	"	mov x30, #0\n"
+	"	mov x0, sp\n"
+	"	bl start\n"
+	"	brk #0\n");
+
+#else
+#error "sockfaas-init: add the system call and _start glue for this architecture"
+#endif
+
+/* Unused arguments are passed as 0, which every call here accepts. */
+#define sys1(n, a) sys6(n, (long)(a), 0, 0, 0, 0, 0)
+#define sys2(n, a, b) sys6(n, (long)(a), (long)(b), 0, 0, 0, 0)
+#define sys3(n, a, b, c) sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define sys4(n, a, b, c, d) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define sys5(n, a, b, c, d, e) \
+	sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
+
+struct config {
+	const char *root; /* 0: stay in the current root */
+	const char *host; /* 0: leave the hostname alone */
+	const char *dir;
+	unsigned long uid, gid, flags;
+	char **argv; /* the program's */
+	char **envp;
+};
+
+void start(long *sp) __attribute__((noreturn, used));
+
+static __attribute__((noreturn)) void exit_now(int code)
+{
+	for (;;)
+		sys1(__NR_exit_group, code);
+}
+
+static unsigned long length(const char *s)
+{
+	unsigned long n = 0;
+
+	while (s[n])
+		n++;
+	return n;
+}
+
+/* The rest of s after prefix, or 0 if s does not start with prefix. */
+static const char *after(const char *s, const char *prefix)
+{
+	while (*prefix)
+		if (*s++ != *prefix++)
+			return 0;
+	return s;
+}
+
+/* Appends s to buf[*n], keeping room for a final NUL; 0 if it does not fit. */
+static int append(char *buf, unsigned long size, unsigned long *n, const char *s)
+{
+	while (*s) {
+		if (*n + 1 >= size)
+			return 0;
+		buf[(*n)++] = *s++;
+	}
+	buf[*n] = 0;
+	return 1;
+}
+
+/*
+ * Reports "<step>: <errno>" on the error pipe and exits. ret is what the
+ * failed system call returned (-errno).
+ */
+static __attribute__((noreturn)) void fail(const char *step, long ret)
+{
+	char msg[128], digits[24];
+	unsigned long n = 0, d = 0, e = (unsigned long)-ret;
+
+	do
+		digits[d++] = (char)('0' + e % 10);
+	while ((e /= 10) && d < sizeof digits);
+	append(msg, sizeof msg - sizeof digits, &n, step);
+	append(msg, sizeof msg, &n, ": ");
+	while (d)
+		msg[n++] = digits[--d];
+	sys3(__NR_write, FD_ERR, msg, n);
+	exit_now(127);
+}
+
+static long check(long ret, const char *step)
+{
+	if (ret < 0)
+		fail(step, ret);
+	return ret;
+}
+
+static int number(const char *s, unsigned long *v)
+{
+	unsigned long n = 0;
+
+	if (!*s)
+		return 0;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || n > (~0UL - 9) / 10)
+			return 0;
+		n = n * 10 + (unsigned long)(*s - '0');
+	}
+	*v = n;
+	return 1;
+}
+
+static void parse(struct config *c, char **argv, char **envp)
+{
+	const char *v;
+
+	*c = (struct config){ .dir = "/", .envp = envp };
+	for (argv++; *argv; argv++) {
+		const char *a = *argv;
+
+		if (a[0] == '-' && a[1] == '-' && !a[2]) {
+			c->argv = argv + 1;
+			break;
+		} else if ((v = after(a, "root=")))
+			c->root = v;
+		else if ((v = after(a, "host=")))
+			c->host = v;
+		else if ((v = after(a, "dir=")))
+			c->dir = v;
+		else if ((v = after(a, "uid=")) && number(v, &c->uid))
+			;
+		else if ((v = after(a, "gid=")) && number(v, &c->gid))
+			;
+		else if ((v = after(a, "flags=")) && number(v, &c->flags))
+			;
+		else
+			fail("arguments", -EINVAL);
+	}
+	if (!c->argv || !c->argv[0])
+		fail("arguments", -EINVAL);
+	/* pivot_root and a proc mount in the host's mount namespace: never. */
+	if (c->root && !(c->flags & CLONE_NEWNS))
+		fail("arguments", -EINVAL);
+}
+
+/* Blocks until the Go side says go; EOF means it gave up on us. */
+static void wait_for_go(void)
+{
+	char b;
+	long n;
+
+	do
+		n = sys3(__NR_read, FD_GO, &b, 1);
+	while (n == -EINTR);
+	if (n != 1)
+		exit_now(127);
+	sys1(__NR_close, FD_GO);
+}
+
+/* A new network namespace has only lo, and it is down. */
+static void loopback_up(void)
+{
+	struct {
+		char name[16];
+		short flags;
+		char pad[22];
+	} ifr = { .name = "lo" };
+	long fd = check(sys3(__NR_socket, AF_INET, SOCK_DGRAM, 0), "loopback up");
+
+	check(sys3(__NR_ioctl, fd, SIOCGIFFLAGS, &ifr), "loopback up");
+	ifr.flags |= IFF_UP;
+	check(sys3(__NR_ioctl, fd, SIOCSIFFLAGS, &ifr), "loopback up");
+	sys1(__NR_close, fd);
+}
+
+static void enter_root(const char *root)
+{
+	char proc[PATH_BUF];
+	unsigned long n = 0;
+
+	/*
+	 * /proc is mounted here, by PID 1 of the new PID namespace, so that it
+	 * shows the sandbox's processes and not the host's.
+	 */
+	if (!append(proc, sizeof proc, &n, root) ||
+	    !append(proc, sizeof proc, &n, "/proc"))
+		fail("mount proc", -ENAMETOOLONG);
+	check(sys5(__NR_mount, "proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
+	      "mount proc");
+	/*
+	 * pivot_root(".", ".") stacks the old root on top of the new one, where
+	 * a lazy unmount of "." removes it: no directory for the old root is
+	 * needed, and nothing of the host stays reachable.
+	 */
+	check(sys1(__NR_chdir, root), "chdir to root");
+	check(sys2(__NR_pivot_root, ".", "."), "pivot_root");
+	check(sys2(__NR_umount2, ".", MNT_DETACH), "unmount old root");
+	check(sys1(__NR_chdir, "/"), "chdir to root");
+}
+
+/*
+ * After this, not even uid 0 holds a capability, and nothing exec'd later
+ * can gain one (no_new_privs, empty bounding set) — set-uid files included.
+ */
+static void drop_privileges(const struct config *c)
+{
+	struct __user_cap_header_struct head = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
+	long cap, ret;
+
+	check(sys5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
+	/* Capabilities past the kernel's last one answer EINVAL. */
+	for (cap = 0; cap < 64; cap++) {
+		ret = sys2(__NR_prctl, PR_CAPBSET_DROP, cap);
+		if (ret == -EINVAL)
+			break;
+		check(ret, "drop bounding capabilities");
+	}
+	check(sys5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+	      "clear ambient capabilities");
+	check(sys2(__NR_setgroups, 0, 0), "setgroups");
+	check(sys3(__NR_setresgid, c->gid, c->gid, c->gid), "setresgid");
+	check(sys3(__NR_setresuid, c->uid, c->uid, c->uid), "setresuid");
+	check(sys2(__NR_capset, &head, data), "capset");
+}
+
+static const char *find_env(char **envp, const char *name)
+{
+	const char *v;
+
+	for (; *envp; envp++)
+		if ((v = after(*envp, name)) && *v == '=')
+			return v + 1;
+	return 0;
+}
+
+/*
+ * Runs the program, looking a name without '/' up in $PATH like execvp
+ * (minus its /bin/sh fallback for ENOEXEC). Returns only by failing.
+ */
+static __attribute__((noreturn)) void exec_program(const struct config *c)
+{
+	const char *name = c->argv[0], *dir, *end, *path;
+	char buf[PATH_BUF];
+	long ret = -ENOENT;
+	int denied = 0;
+
+	for (end = name; *end && *end != '/'; end++)
+		;
+	if (*end)
+		fail("exec", sys3(__NR_execve, name, c->argv, c->envp));
+	path = find_env(c->envp, "PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (dir = path;; dir = end + 1) {
+		unsigned long n = 0;
+
+		for (end = dir; *end && *end != ':'; end++)
+			;
+		/* An empty entry means the working directory. */
+		if ((unsigned long)(end - dir) + 1 + length(name) >= sizeof buf) {
+			ret = -ENAMETOOLONG;
+		} else {
+			while (dir < end)
+				buf[n++] = *dir++;
+			if (n)
+				buf[n++] = '/';
+			append(buf, sizeof buf, &n, name);
+			ret = sys3(__NR_execve, buf, c->argv, c->envp);
+		}
+		/* Not here (or not for us): try the next entry. Else give up. */
+		if (ret == -EACCES)
+			denied = 1;
+		else if (ret != -ENOENT && ret != -ENOTDIR && ret != -ENAMETOOLONG &&
+			 ret != -ESTALE && ret != -ENODEV && ret != -ETIMEDOUT)
+			break;
+		if (!*end)
+			break;
+	}
+	fail("exec", denied ? -EACCES : ret);
+}
+
+/*
+ * PID 1 of a new PID namespace: runs the program as its child, forwards
+ * signals to it, reaps orphans, and exits with the program's status.
+ *
+ * The kernel drops signals for which a namespace init has the default
+ * disposition, but a blocked signal is never dropped: with every signal
+ * blocked, sigtimedwait sees each one sent to us, from the host too.
+ */
+static __attribute__((noreturn)) void run_init(const struct config *c)
+{
+	unsigned long all = ~0UL, none = 0;
+	long child, pid, sig;
+	int status;
+
+	/* Blocked before the fork: no signal can slip in between. */
+	check(sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, 0, sizeof all), "block signals");
+	child = check(sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0), "fork");
+	if (child == 0) {
+		sys4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none);
+		exec_program(c);
+	}
+	/*
+	 * Our copy of the error pipe goes, so the Go side reads EOF exactly
+	 * when the child's close-on-exec copy goes. The program's stdio is not
+	 * ours to hold open either.
+	 */
+	sys1(__NR_close, FD_ERR);
+	sys1(__NR_close, 0);
+	sys1(__NR_close, 1);
+	sys1(__NR_close, 2);
+	for (;;) {
+		sig = sys4(__NR_rt_sigtimedwait, &all, 0, 0, sizeof all);
+		if (sig != SIGCHLD) {
+			if (sig > 0)
+				sys2(__NR_kill, child, sig);
+			continue;
+		}
+		while ((pid = sys4(__NR_wait4, -1, &status, WNOHANG, 0)) > 0) {
+			if (pid != child)
+				continue; /* an orphan we inherited */
+			sys3(__NR_write, FD_STATUS, &status, sizeof status);
+			/* Exiting kills whatever else still runs in the namespace. */
+			if ((status & 0x7f) == 0)
+				exit_now((status >> 8) & 0xff);
+			exit_now(128 + (status & 0x7f));
+		}
+	}
+}
+
+void start(long *sp)
+{
+	char **argv = (char **)(sp + 1);
+	char **envp = argv + sp[0] + 1;
+	struct config c;
+
+	sys5(__NR_prctl, PR_SET_NAME, "sockfaas-init", 0, 0, 0);
+	/* Neither pipe may reach the program. */
+	sys3(__NR_fcntl, FD_ERR, F_SETFD, FD_CLOEXEC);
+	sys3(__NR_fcntl, FD_STATUS, F_SETFD, FD_CLOEXEC);
+	parse(&c, argv, envp);
+	wait_for_go();
+
+	if (c.flags & CLONE_NEWNS) /* so that no mount below reaches the host */
+		check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
+	if (c.host && (c.flags & CLONE_NEWUTS))
+		check(sys2(__NR_sethostname, c.host, length(c.host)), "sethostname");
+	if (c.flags & CLONE_NEWNET)
+		loopback_up();
+	if (c.root)
+		enter_root(c.root);
+	drop_privileges(&c);
+	check(sys1(__NR_chdir, c.dir), "chdir");
+
+	if (c.flags & CLONE_NEWPID)
+		run_init(&c);
+	exec_program(&c);
+}

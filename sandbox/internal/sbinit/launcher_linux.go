@@ -1,0 +1,285 @@
+package sbinit
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// allowedFlags are the clone flags Config.Cloneflags may hold. CLONE_NEWUSER
+// is not among them: the helper's privilege drop assumes the host's users.
+const allowedFlags = unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC |
+	unix.CLONE_NEWUTS | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
+
+// minHelperFD is the lowest descriptor number the helper's memfd may have.
+// In the forked child, Go moves the stdio and ExtraFiles descriptors to
+// 0..5 and, while shuffling, to a few numbers just above; the memfd must
+// survive that to be exec'd as /proc/self/fd/N.
+const minHelperFD = 64
+
+// hostNameMax is the kernel's limit for sethostname (HOST_NAME_MAX).
+const hostNameMax = 64
+
+func (c *Config) validate() error {
+	switch {
+	case len(c.Args) == 0 || c.Args[0] == "":
+		return fmt.Errorf("sandbox init: no program: %w", fs.ErrInvalid)
+	case c.Cloneflags&^allowedFlags != 0:
+		return fmt.Errorf("sandbox init: clone flags %#x not supported: %w", c.Cloneflags&^allowedFlags, fs.ErrInvalid)
+	case c.Root != "" && c.Cloneflags&unix.CLONE_NEWNS == 0:
+		return fmt.Errorf("sandbox init: a root needs CLONE_NEWNS: %w", fs.ErrInvalid)
+	case c.Cloneflags&unix.CLONE_NEWUTS != 0 && len(c.Hostname) > hostNameMax:
+		return fmt.Errorf("sandbox init: hostname longer than %d bytes: %w", hostNameMax, fs.ErrInvalid)
+	}
+	return nil
+}
+
+// helperArgs encodes c as the helper's argv (see csrc/sbinit.c).
+func (c *Config) helperArgs() []string {
+	args := make([]string, 0, 8+len(c.Args))
+	args = append(args, "sockfaas-init")
+	if c.Root != "" {
+		args = append(args, "root="+c.Root)
+	}
+	if c.Hostname != "" && c.Cloneflags&unix.CLONE_NEWUTS != 0 {
+		args = append(args, "host="+c.Hostname)
+	}
+	if c.Dir != "" {
+		args = append(args, "dir="+c.Dir)
+	}
+	args = append(args,
+		"uid="+strconv.FormatUint(uint64(c.UID), 10),
+		"gid="+strconv.FormatUint(uint64(c.GID), 10),
+		"flags="+strconv.FormatUint(uint64(c.Cloneflags), 10),
+		"--")
+	return append(args, c.Args...)
+}
+
+// parseStepError decodes the helper's "<step>: <errno>" report.
+func parseStepError(msg string, cfg *Config) error {
+	step, num, ok := strings.Cut(msg, ": ")
+	n, err := strconv.ParseUint(num, 10, 16)
+	if !ok || err != nil || n == 0 {
+		return &StepError{Step: "helper", Err: fmt.Errorf("unexpected report %q", msg)}
+	}
+	if step == "exec" {
+		step = fmt.Sprintf("exec %q", cfg.Args[0])
+	}
+	return &StepError{Step: step, Err: syscall.Errno(n)}
+}
+
+// Launcher holds the helper, ready to exec. It is safe for concurrent use.
+type Launcher struct {
+	mu   sync.RWMutex // Start holds it shared so Close cannot pull the memfd away
+	exe  *os.File     // nil once closed
+	path string       // /proc/self/fd/N of exe
+}
+
+// NewLauncher loads the embedded helper into a sealed memfd. It returns an
+// error wrapping errors.ErrUnsupported where no helper is embedded.
+func NewLauncher() (*Launcher, error) {
+	if len(helper) == 0 {
+		return nil, fmt.Errorf("sandbox init: no helper for this architecture: %w", errors.ErrUnsupported)
+	}
+	fd, err := unix.MemfdCreate("sockfaas-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("memfd_create", err))
+	}
+	rw := os.NewFile(uintptr(fd), "sockfaas-init")
+	defer rw.Close()
+	if _, err := rw.Write(helper); err != nil {
+		return nil, fmt.Errorf("sandbox init: write helper: %w", err)
+	}
+	const seals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("seal helper", err))
+	}
+	// Older kernels refuse to exec a file open for writing (ETXTBSY), so
+	// the launcher keeps a read-only descriptor, out of the child's way.
+	ro, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("reopen helper", err))
+	}
+	high, err := unix.FcntlInt(uintptr(ro), unix.F_DUPFD_CLOEXEC, minHelperFD)
+	unix.Close(ro)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("dup helper", err))
+	}
+	path := "/proc/self/fd/" + strconv.Itoa(high)
+	return &Launcher{exe: os.NewFile(uintptr(high), path), path: path}, nil
+}
+
+// Close releases the helper. Processes already started are not affected;
+// Start fails afterwards.
+func (l *Launcher) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.exe == nil {
+		return nil
+	}
+	err := l.exe.Close()
+	l.exe = nil
+	return err
+}
+
+// Start runs cfg.Args in new namespaces. It returns once the program has
+// been exec'd, or with the failed step (a *StepError) after reaping the
+// helper. ctx bounds only the start: if it ends first, the helper is killed
+// and reaped and Start returns ctx.Err(); the started program outlives ctx.
+func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var pipes [6]*os.File // go r/w, err r/w, status r/w
+	closeAll := func() {
+		for _, f := range pipes {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	for i := 0; i < len(pipes); i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("sandbox init: %w", err)
+		}
+		pipes[i], pipes[i+1] = r, w
+	}
+	goR, goW, errR, errW, statusR, statusW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
+	defer closeAll() // closing twice is harmless; statusR is kept by nil-ing it
+
+	// Without Attach there is nothing to wait for: the go byte sits in the
+	// pipe before the helper even starts, saving a round trip.
+	if cfg.Attach == nil {
+		if _, err := goW.Write([]byte{0}); err != nil {
+			return nil, fmt.Errorf("sandbox init: %w", err)
+		}
+	}
+	env := cfg.Env
+	if env == nil {
+		env = []string{}
+	}
+	cmd := &exec.Cmd{
+		Path:       l.path,
+		Args:       cfg.helperArgs(),
+		Env:        env,
+		Stdin:      cfg.Stdin,
+		Stdout:     cfg.Stdout,
+		Stderr:     cfg.Stderr,
+		ExtraFiles: []*os.File{goR, errW, statusW}, // fds 3, 4, 5
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: cfg.Cloneflags,
+			// Out of the caller's session: no controlling terminal, no
+			// terminal signals (Ctrl-C) reaching sandboxes.
+			Setsid:      true,
+			UseCgroupFD: cfg.CgroupFD >= 0,
+			CgroupFD:    cfg.CgroupFD,
+			// No Pdeathsig: it tracks the forking thread, not the process,
+			// and Go threads come and go.
+		},
+	}
+	l.mu.RLock()
+	if l.exe == nil {
+		l.mu.RUnlock()
+		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
+	}
+	err := cmd.Start()
+	l.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox init: start helper: %w", err)
+	}
+	// The helper's ends now live in the helper only, so EOF on the error
+	// pipe means what the protocol says.
+	goR.Close()
+	errW.Close()
+	statusW.Close()
+
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	abort := func(err error) (*Process, error) {
+		stop()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if cfg.Attach != nil {
+		if err := cfg.Attach(cmd.Process.Pid); err != nil {
+			return abort(fmt.Errorf("sandbox init: attach pid %d: %w", cmd.Process.Pid, err))
+		}
+		if _, err := goW.Write([]byte{0}); err != nil {
+			return abort(fmt.Errorf("sandbox init: helper gone before start: %w", err))
+		}
+	}
+	goW.Close()
+
+	report, err := io.ReadAll(io.LimitReader(errR, 4096))
+	if !stop() {
+		return abort(nil) // ctx ended: the helper was (or is being) killed
+	}
+	if err != nil {
+		return abort(fmt.Errorf("sandbox init: read helper report: %w", err))
+	}
+	if len(report) > 0 {
+		return abort(parseStepError(string(report), &cfg))
+	}
+	pipes[4] = nil // statusR now belongs to the Process
+	return &Process{cmd: cmd, status: statusR}, nil
+}
+
+// Process is a program started by Launcher.Start. Its host pid is the
+// helper's: with a PID namespace the helper is the namespace's init and the
+// program its child, otherwise the helper became the program.
+type Process struct {
+	cmd    *exec.Cmd
+	status *os.File // the helper's status pipe
+}
+
+// Pid returns the helper's host pid (the program's, without a PID namespace).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the helper; with a PID namespace the helper forwards
+// it to the program (SIGKILL and SIGSTOP excepted: they hit the helper, and
+// a killed helper takes the whole namespace with it). It returns
+// os.ErrProcessDone once Wait has reaped the helper.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits for the program to exit, drains its stdio pipes, and returns
+// its wait status. Call it exactly once. The status is the program's own,
+// even with a PID namespace (the helper passes it on); if the helper itself
+// died first (killed by SIGKILL, say), it is the helper's status. A non-nil
+// error means waiting or copying stdio failed; the status is still valid
+// if the error came from copying.
+func (p *Process) Wait() (syscall.WaitStatus, error) {
+	err := p.cmd.Wait()
+	defer p.status.Close()
+	if p.cmd.ProcessState == nil {
+		return 0, fmt.Errorf("sandbox init: wait: %w", err)
+	}
+	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	var b [4]byte
+	if n, _ := io.ReadFull(p.status, b[:]); n == len(b) {
+		ws = syscall.WaitStatus(binary.NativeEndian.Uint32(b[:]))
+	}
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return ws, fmt.Errorf("sandbox init: wait: %w", err)
+	}
+	return ws, nil
+}

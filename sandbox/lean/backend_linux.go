@@ -1,0 +1,347 @@
+package lean
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/fsbind"
+	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/cgpool"
+	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
+)
+
+var _ sandbox.Backend = (*Backend)(nil)
+
+// Backend is the lean SOCK-style sandbox backend. Create one with New and
+// Close it when done; Close leaves no mount, cgroup, process or state file
+// behind.
+type Backend struct {
+	cfg      config
+	log      zerolog.Logger
+	layout   cgpool.Layout
+	lock     *os.File
+	roots    *fsbind.Builder
+	cgroups  *cgpool.Pool
+	launcher *sbinit.Launcher
+
+	mu     sync.Mutex
+	live   map[string]*Sandbox // includes IDs being created (nil value)
+	closed bool
+}
+
+// record is what the state directory keeps per live sandbox, so that a
+// later process can say what a crashed one left.
+type record struct {
+	ID      string    `json:"id"`
+	Root    string    `json:"root"`
+	Cgroup  string    `json:"cgroup"`
+	Created time.Time `json:"created"`
+}
+
+func (c config) rootsDir() string   { return filepath.Join(c.stateDir, "roots") }
+func (c config) recordsDir() string { return filepath.Join(c.stateDir, "sandboxes") }
+
+// New takes ownership of the state directory (ErrBusy when another live
+// process holds it), removes whatever a crashed owner left, and pre-creates
+// the cgroup pool.
+func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if !filepath.IsAbs(cfg.stateDir) || !filepath.IsAbs(cfg.cgroup) {
+		return nil, fmt.Errorf("state dir %q and cgroup name %q must be absolute: %w", cfg.stateDir, cfg.cgroup, sandbox.ErrInvalid)
+	}
+	b := &Backend{cfg: cfg, log: cfg.log.With().Str("backend", "lean").Logger(), live: map[string]*Sandbox{}}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	if b.lock, err = lockStateDir(cfg.stateDir); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = b.lock.Close() })
+
+	if b.layout, err = cgpool.Detect(); err != nil {
+		return nil, fmt.Errorf("detect cgroups: %w", err)
+	}
+	if err := cleanup(ctx, cfg, b.layout, b.log); err != nil {
+		return nil, err
+	}
+	if b.launcher, err = sbinit.NewLauncher(); err != nil {
+		return nil, fmt.Errorf("sandbox init helper: %w", err)
+	}
+	undo = append(undo, func() { _ = b.launcher.Close() })
+	if b.roots, err = fsbind.NewBuilder(ctx, cfg.rootsDir(), fsbind.WithLogger(b.log)); err != nil {
+		return nil, fmt.Errorf("root builder: %w", err)
+	}
+	undo = append(undo, func() { _ = b.roots.Close(context.Background()) })
+	if b.cgroups, err = cgpool.New(ctx, cgpool.Config{Name: cfg.cgroup, Size: cfg.poolSize, Layout: &b.layout, Logger: b.log}); err != nil {
+		return nil, fmt.Errorf("cgroup pool: %w", err)
+	}
+	undo = append(undo, func() { _ = b.cgroups.Close(context.Background()) })
+	if err := os.MkdirAll(cfg.recordsDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	b.log.Info().Str("state", cfg.stateDir).Str("cgroup", cfg.cgroup).Int("pool", cfg.poolSize).
+		Str("cgroups", b.layout.Version.String()).Msg("lean backend ready")
+	return b, nil
+}
+
+// lockStateDir creates dir and takes an exclusive, non-blocking flock on
+// dir/lock. The kernel drops the lock when the owner dies, which is how a
+// later process knows the state is a crashed owner's and may be cleaned.
+func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state dir %s is owned by another live process: %w", dir, sandbox.ErrBusy)
+		}
+		return nil, fmt.Errorf("lock state dir %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Cleanup removes what a crashed owner of stateDir left: it kills every
+// process in the cgroup pool named cgroupName, removes those cgroups,
+// detaches every root's mounts and deletes the records. It refuses with
+// ErrBusy while a live process owns stateDir. New runs it itself.
+func Cleanup(ctx context.Context, stateDir, cgroupName string, log zerolog.Logger) error {
+	cfg := defaults()
+	cfg.stateDir, cfg.cgroup = stateDir, cgroupName
+	lock, err := lockStateDir(stateDir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lock.Close() }()
+	layout, err := cgpool.Detect()
+	if err != nil {
+		return fmt.Errorf("detect cgroups: %w", err)
+	}
+	if err := cleanup(ctx, cfg, layout, log); err != nil {
+		return err
+	}
+	return removeStateDir(stateDir)
+}
+
+func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.Logger) error {
+	entries, _ := os.ReadDir(cfg.recordsDir())
+	for _, e := range entries {
+		var r record
+		if data, err := os.ReadFile(filepath.Join(cfg.recordsDir(), e.Name())); err == nil && json.Unmarshal(data, &r) == nil {
+			log.Warn().Str("sandbox", r.ID).Str("cgroup", r.Cgroup).Time("created", r.Created).Msg("removing sandbox left by a crashed process")
+		}
+	}
+	// Processes first: once the cgroups are empty nothing holds the roots.
+	if err := cgpool.Cleanup(ctx, layout, cfg.cgroup); err != nil {
+		return fmt.Errorf("clean up cgroups: %w", err)
+	}
+	if err := fsbind.Cleanup(ctx, cfg.rootsDir()); err != nil {
+		return fmt.Errorf("clean up roots: %w", err)
+	}
+	if err := os.RemoveAll(cfg.recordsDir()); err != nil {
+		return fmt.Errorf("clean up records: %w", err)
+	}
+	return nil
+}
+
+// removeStateDir removes the lock file and the directory itself, leaving
+// the directory alone if something else lives in it.
+func removeStateDir(dir string) error {
+	_ = os.Remove(filepath.Join(dir, "lock"))
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		return fmt.Errorf("remove state dir: %w", err)
+	}
+	return nil
+}
+
+// Name implements sandbox.Backend.
+func (b *Backend) Name() string { return "lean" }
+
+// CgroupVersion says which cgroup layout the pool uses.
+func (b *Backend) CgroupVersion() cgpool.Version { return b.layout.Version }
+
+// Create implements sandbox.Backend. The result is a *Sandbox.
+func (b *Backend) Create(ctx context.Context, id string, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	s, err := b.create(ctx, id, spec)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *Sandbox, err error) {
+	if err := sandbox.ValidateID(id); err != nil {
+		return nil, err
+	}
+	if spec.Namespaces == 0 {
+		spec.Namespaces = sandbox.DefaultNamespaces
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("create %q: %w", id, err)
+	}
+	if !spec.Namespaces.Has(sandbox.NSMount) {
+		return nil, fmt.Errorf("create %q: the lean backend pivots into its root and needs a mount namespace: %w", id, sandbox.ErrInvalid)
+	}
+	if spec.Hostname == "" {
+		spec.Hostname = id
+	}
+
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return nil, fmt.Errorf("create %q: backend closed: %w", id, sandbox.ErrState)
+	case b.hasLocked(id):
+		b.mu.Unlock()
+		return nil, fmt.Errorf("create %q: %w", id, sandbox.ErrExists)
+	}
+	b.live[id] = nil // reserve the ID while we build outside the lock
+	b.mu.Unlock()
+	defer func() {
+		if err != nil {
+			b.mu.Lock()
+			delete(b.live, id)
+			b.mu.Unlock()
+		}
+	}()
+
+	root, err := b.roots.Build(ctx, id, spec.Root)
+	if err != nil {
+		if errors.Is(err, fsbind.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+		}
+		return nil, fmt.Errorf("create %q: %w", id, err)
+	}
+	cg, err := b.cgroups.Get(ctx, cgpool.Limits{
+		MemoryBytes: spec.Limits.MemoryBytes,
+		CPUMillis:   spec.Limits.CPUMillis,
+		Pids:        spec.Limits.Pids,
+	})
+	if err != nil {
+		_ = root.Teardown()
+		if errors.Is(err, cgpool.ErrUnsupported) {
+			err = fmt.Errorf("%w: %w", sandbox.ErrUnsupported, err)
+		}
+		return nil, fmt.Errorf("create %q: %w", id, err)
+	}
+	s := &Sandbox{b: b, id: id, spec: spec, root: root, cg: cg}
+	if err := b.writeRecord(record{ID: id, Root: root.Dir, Cgroup: cg.Name(), Created: time.Now()}); err != nil {
+		_ = b.cgroups.Put(ctx, cg)
+		_ = root.Teardown()
+		return nil, fmt.Errorf("create %q: %w", id, err)
+	}
+	b.mu.Lock()
+	b.live[id] = s
+	b.mu.Unlock()
+	b.log.Debug().Str("sandbox", id).Str("cgroup", cg.Name()).Msg("created")
+	return s, nil
+}
+
+func (b *Backend) hasLocked(id string) bool {
+	_, ok := b.live[id]
+	return ok
+}
+
+func (b *Backend) writeRecord(r record) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.cfg.recordsDir(), r.ID), data, 0o600); err != nil {
+		return fmt.Errorf("record sandbox: %w", err)
+	}
+	return nil
+}
+
+// forget drops a destroyed sandbox from the live set and the state dir.
+func (b *Backend) forget(id string) {
+	_ = os.Remove(filepath.Join(b.cfg.recordsDir(), id))
+	b.mu.Lock()
+	delete(b.live, id)
+	b.mu.Unlock()
+}
+
+// Get returns the live sandbox with that ID, or ErrNotFound.
+func (b *Backend) Get(id string) (*Sandbox, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.live[id]; s != nil {
+		return s, nil
+	}
+	return nil, fmt.Errorf("sandbox %q: %w", id, sandbox.ErrNotFound)
+}
+
+// List returns the live sandboxes.
+func (b *Backend) List() []*Sandbox {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*Sandbox, 0, len(b.live))
+	for _, s := range b.live {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Close implements sandbox.Backend.
+func (b *Backend) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	var live []*Sandbox
+	for _, s := range b.live {
+		if s != nil {
+			live = append(live, s)
+		}
+	}
+	b.mu.Unlock()
+
+	var errs []error
+	for _, s := range live {
+		if err := s.Destroy(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := b.cgroups.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close cgroup pool: %w", err))
+	}
+	if err := b.roots.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close root builder: %w", err))
+	}
+	if err := b.launcher.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	_ = os.RemoveAll(b.cfg.recordsDir())
+	if err := removeStateDir(b.cfg.stateDir); err != nil {
+		errs = append(errs, err)
+	}
+	_ = b.lock.Close()
+	b.log.Info().Int("destroyed", len(live)).Msg("lean backend closed")
+	return errors.Join(errs...)
+}

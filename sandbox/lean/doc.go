@@ -1,0 +1,16 @@
+// Package lean is sockfaas's default sandbox backend, after SOCK's lean
+// containers: a root stitched from bind mounts (fsbind), only the namespaces
+// that pay for themselves (mount, pid, ipc, uts by default), and limits from
+// a pool of pre-created cgroups (cgpool) that are emptied and reused.
+//
+// A process is started through a tiny static init helper (sandbox/internal/
+// sbinit) that Go execs with the clone flags: it mounts /proc from inside the
+// new PID namespace, pivots into the root, drops every capability, sets
+// no_new_privs, switches to the sandbox user and execs the program. The Go
+// binary is never re-executed and needs no cgo.
+//
+// The backend owns a state directory (default /run/sockfaas/lean): a lock
+// file that makes one process its owner, one record per live sandbox, and
+// the tmpfs the roots are built in. New cleans up whatever a killed owner
+// left there (processes, mounts, cgroups) before it starts.
+package lean

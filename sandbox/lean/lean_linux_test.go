@@ -1,0 +1,226 @@
+package lean_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sockfaas/sockfaas/internal/testutil"
+	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/lean"
+	"github.com/sockfaas/sockfaas/sandbox/sandboxtest"
+)
+
+func newBackend(t *testing.T, state, cgroup string) *lean.Backend {
+	t.Helper()
+	b, err := lean.New(context.Background(), lean.WithStateDir(state), lean.WithCgroupName(cgroup), lean.WithPoolSize(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) }) // idempotent
+	return b
+}
+
+func TestConformance(t *testing.T) {
+	testutil.RequiresRoot(t)
+	sandboxtest.Run(t, func(t *testing.T) sandbox.Backend {
+		return newBackend(t, testutil.StateDir(t), "/"+testutil.UniqueName(t))
+	})
+}
+
+func TestStateDirHasOneOwner(t *testing.T) {
+	testutil.RequiresRoot(t)
+	state, cg := testutil.StateDir(t), "/"+testutil.UniqueName(t)
+	b := newBackend(t, state, cg)
+	if _, err := lean.New(context.Background(), lean.WithStateDir(state), lean.WithCgroupName(cg)); !errors.Is(err, sandbox.ErrBusy) {
+		t.Fatalf("second owner: got %v, want ErrBusy", err)
+	}
+	if err := lean.Cleanup(context.Background(), state, cg, zerolog.Nop()); !errors.Is(err, sandbox.ErrBusy) {
+		t.Fatalf("cleanup of a live state dir: got %v, want ErrBusy", err)
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state dir still there after Close: %v", err)
+	}
+}
+
+// crashChildEnv makes the test binary act as a process that holds sandboxes
+// until it is killed.
+const crashChildEnv = "SOCKFAAS_LEAN_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(crashChildEnv); spec != "" {
+		os.Exit(crashChild(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild creates three sandboxes with a sleeping process each, prints
+// their host pids and root paths, and waits to be SIGKILLed.
+func crashChild(spec string) int {
+	state, cg, _ := strings.Cut(spec, ",")
+	ctx := context.Background()
+	b, err := lean.New(ctx, lean.WithStateDir(state), lean.WithCgroupName(cg), lean.WithPoolSize(2))
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	for i := 0; i < 3; i++ {
+		sb, err := b.Create(ctx, fmt.Sprintf("crash-%d", i), sandbox.Spec{Limits: sandbox.Limits{Pids: 16}})
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		// A process tree: a shell with a background sleep, both to be killed.
+		p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/sh", "-c", "sleep 1000 & sleep 1000"}})
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		fmt.Printf("sandbox %d %s\n", p.Pid(), sb.Info().Root)
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+func TestCleanupAfterSIGKILL(t *testing.T) {
+	testutil.RequiresRoot(t)
+	state, cg := testutil.StateDir(t), "/"+testutil.UniqueName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+state+","+cg)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	var roots []string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "ready" {
+			break
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "sandbox" {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("child: %s", line)
+		}
+		pid, _ := strconv.Atoi(f[1])
+		pids, roots = append(pids, pid), append(roots, f[2])
+	}
+	if len(pids) != 3 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("child did not get ready: %v", sc.Err())
+	}
+
+	// The crash: no deferred cleanup, no Close.
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	// What it left is really there before cleanup.
+	if len(testutil.MountsUnder(state)) == 0 {
+		t.Fatal("expected the killed process's roots to still be mounted")
+	}
+	cgDirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cg)
+	if len(cgDirs) == 0 {
+		cgDirs, _ = filepath.Glob("/sys/fs/cgroup" + cg)
+	}
+	if len(cgDirs) == 0 {
+		t.Fatal("expected the killed process's cgroups to still exist")
+	}
+
+	if err := lean.Cleanup(ctx, state, cg, zerolog.Nop()); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+
+	// The sandbox processes were reparented to the host's init, which reaps
+	// them in its own time: dead or a zombie is gone enough.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("sandbox process %d survived cleanup", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if m := testutil.MountsUnder(state); len(m) != 0 {
+		t.Fatalf("mounts left after cleanup: %v", m)
+	}
+	for _, d := range cgDirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("cgroup %s left after cleanup", d)
+		}
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state dir left after cleanup: %v", err)
+	}
+	_ = roots
+}
+
+func TestNewCleansUpAfterCrash(t *testing.T) {
+	testutil.RequiresRoot(t)
+	// New itself cleans up after a crashed owner of the same state dir.
+	state, cg := testutil.StateDir(t), "/"+testutil.UniqueName(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+state+","+cg)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && sc.Text() != "ready" {
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+
+	b := newBackend(t, state, cg)
+	if n := len(b.List()); n != 0 {
+		t.Fatalf("new backend sees %d sandboxes", n)
+	}
+	// None of the crashed process's roots is mounted any more.
+	for _, m := range testutil.MountsUnder(state) {
+		if strings.Contains(m, "/crash-") {
+			t.Fatalf("mount left from the crashed process: %s", m)
+		}
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := testutil.MountsUnder(state); len(m) != 0 {
+		t.Fatalf("mounts after Close: %v", m)
+	}
+}
+
+// alive is true while pid exists and is not a zombie.
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+}

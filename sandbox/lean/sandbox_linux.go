@@ -1,0 +1,258 @@
+package lean
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/fsbind"
+	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/cgpool"
+	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
+)
+
+var (
+	_ sandbox.Sandbox = (*Sandbox)(nil)
+	_ sandbox.Process = (*Process)(nil)
+)
+
+// defaultEnv is what a process gets when ProcessSpec.Env is nil.
+var defaultEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}
+
+// Sandbox is a lean sandbox. Its namespaces are made by the first process
+// started in it and live as long as that process tree; a later Start after
+// the tree has exited makes fresh ones.
+type Sandbox struct {
+	b    *Backend
+	id   string
+	spec sandbox.Spec
+	root *fsbind.Root
+	cg   *cgpool.Cgroup
+
+	mu        sync.Mutex
+	proc      *Process // the running process tree, if any
+	pids      []int
+	paused    bool
+	destroyed bool
+}
+
+// ID implements sandbox.Sandbox.
+func (s *Sandbox) ID() string { return s.id }
+
+// Scratch is the host path of the sandbox's writable scratch directory,
+// which the sandbox sees as fsbind.ScratchDir.
+func (s *Sandbox) Scratch() string { return s.root.Scratch }
+
+// Info implements sandbox.Sandbox.
+func (s *Sandbox) Info() sandbox.Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sandbox.Info{
+		ID:      s.id,
+		Backend: "lean",
+		Root:    s.root.Path,
+		Cgroups: s.cg.Paths(),
+		Pids:    append([]int(nil), s.pids...),
+	}
+}
+
+func (s *Sandbox) cloneflags() uintptr {
+	var f uintptr
+	ns := s.spec.Namespaces
+	if ns.Has(sandbox.NSMount) {
+		f |= unix.CLONE_NEWNS
+	}
+	if ns.Has(sandbox.NSPID) {
+		f |= unix.CLONE_NEWPID
+	}
+	if ns.Has(sandbox.NSIPC) {
+		f |= unix.CLONE_NEWIPC
+	}
+	if ns.Has(sandbox.NSUTS) {
+		f |= unix.CLONE_NEWUTS
+	}
+	if ns.Has(sandbox.NSNet) {
+		f |= unix.CLONE_NEWNET
+	}
+	return f
+}
+
+// Start implements sandbox.Sandbox. The lean backend runs one process tree
+// at a time: while one runs, Start returns ErrUnsupported (start further
+// processes from inside the sandbox instead).
+func (s *Sandbox) Start(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Process, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("start in %q: %w", s.id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.destroyed:
+		return nil, fmt.Errorf("start in %q: destroyed: %w", s.id, sandbox.ErrState)
+	case s.paused:
+		return nil, fmt.Errorf("start in %q: paused: %w", s.id, sandbox.ErrState)
+	case s.proc != nil && !s.proc.exited():
+		return nil, fmt.Errorf("start in %q: a process tree is already running (pid %d): %w", s.id, s.proc.Pid(), sandbox.ErrUnsupported)
+	}
+
+	user := sandbox.DefaultUser
+	if p.User != nil {
+		user = *p.User
+	}
+	env := p.Env
+	if env == nil {
+		env = defaultEnv
+	}
+	cfg := sbinit.Config{
+		Root:       s.root.Path,
+		Cloneflags: s.cloneflags(),
+		Hostname:   s.spec.Hostname,
+		UID:        user.UID,
+		GID:        user.GID,
+		Dir:        p.Dir,
+		Args:       p.Args,
+		Env:        env,
+		Stdin:      p.Stdin,
+		Stdout:     p.Stdout,
+		Stderr:     p.Stderr,
+		CgroupFD:   -1,
+	}
+	if s.b.layout.Version == cgpool.V2 {
+		// clone3(CLONE_INTO_CGROUP): the child is born in the cgroup.
+		dir, err := s.cg.OpenDir()
+		if err != nil {
+			return nil, fmt.Errorf("start in %q: %w", s.id, err)
+		}
+		defer dir.Close()
+		cfg.CgroupFD = int(dir.Fd())
+	} else {
+		// v1: the helper waits until every hierarchy has it.
+		cfg.Attach = s.cg.Attach
+	}
+	oomBefore, _ := s.cg.OOMKills()
+	sp, err := s.b.launcher.Start(ctx, cfg)
+	if err != nil {
+		if errors.Is(err, fs.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+		} else if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("%w: %w", sandbox.ErrNotFound, err)
+		}
+		return nil, fmt.Errorf("start %q in %q: %w", p.Args[0], s.id, err)
+	}
+	proc := &Process{sb: s, p: sp, oomBefore: oomBefore, done: make(chan struct{})}
+	go proc.wait()
+	s.proc = proc
+	s.pids = append(s.pids, sp.Pid())
+	s.b.log.Debug().Str("sandbox", s.id).Int("pid", sp.Pid()).Strs("args", p.Args).Msg("started")
+	return proc, nil
+}
+
+// Pause implements sandbox.Sandbox.
+func (s *Sandbox) Pause(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked("pause"); err != nil {
+		return err
+	}
+	if s.paused {
+		return fmt.Errorf("pause %q: already paused: %w", s.id, sandbox.ErrState)
+	}
+	if err := s.cg.Freeze(ctx); err != nil {
+		return fmt.Errorf("pause %q: %w", s.id, err)
+	}
+	s.paused = true
+	return nil
+}
+
+// Unpause implements sandbox.Sandbox.
+func (s *Sandbox) Unpause(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked("unpause"); err != nil {
+		return err
+	}
+	if !s.paused {
+		return fmt.Errorf("unpause %q: not paused: %w", s.id, sandbox.ErrState)
+	}
+	if err := s.cg.Thaw(); err != nil {
+		return fmt.Errorf("unpause %q: %w", s.id, err)
+	}
+	s.paused = false
+	return nil
+}
+
+// Stats implements sandbox.Sandbox.
+func (s *Sandbox) Stats(ctx context.Context) (sandbox.Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked("stats"); err != nil {
+		return sandbox.Stats{}, err
+	}
+	st, err := s.cg.Stats()
+	if err != nil {
+		return sandbox.Stats{}, fmt.Errorf("stats %q: %w", s.id, err)
+	}
+	return sandbox.Stats{
+		MemoryBytes:     st.MemoryBytes,
+		MemoryPeakBytes: st.MemoryPeakBytes,
+		CPU:             durationNanos(st.CPUNanos),
+		Pids:            st.Pids,
+		OOMKills:        st.OOMKills,
+	}, nil
+}
+
+func (s *Sandbox) usableLocked(op string) error {
+	if s.destroyed {
+		return fmt.Errorf("%s %q: destroyed: %w", op, s.id, sandbox.ErrState)
+	}
+	return nil
+}
+
+// Destroy implements sandbox.Sandbox: it kills every process in the cgroup
+// (frozen ones and fork bombs included), reaps the process it started,
+// returns the emptied cgroup to the pool and detaches the root.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	s.mu.Lock()
+	if s.destroyed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.destroyed = true
+	proc := s.proc
+	s.mu.Unlock()
+
+	var errs []error
+	// Kill everything in the cgroup (frozen processes and fork bombs
+	// included) and reap the helper we started before the cgroup goes back
+	// to the pool, so its OOM counter is still ours when Wait reads it.
+	if err := s.cg.Kill(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("kill: %w", err))
+	}
+	if proc != nil {
+		_ = proc.p.Signal(syscall.SIGKILL)
+		select {
+		case <-proc.done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("reap pid %d: %w", proc.Pid(), ctx.Err()))
+		}
+	}
+	// Put makes sure the cgroup is empty; one that cannot be emptied is
+	// dropped, never handed out again.
+	if err := s.b.cgroups.Put(ctx, s.cg); err != nil {
+		errs = append(errs, fmt.Errorf("release cgroup: %w", err))
+	}
+	if err := s.root.Teardown(); err != nil {
+		errs = append(errs, fmt.Errorf("tear down root: %w", err))
+	}
+	s.b.forget(s.id)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy %q: %w", s.id, err)
+	}
+	s.b.log.Debug().Str("sandbox", s.id).Msg("destroyed")
+	return nil
+}

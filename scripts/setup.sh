@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# setup.sh: install what sockfaas, its tests and its benchmarks need on a
+# Debian machine. Idempotent: installs only what is missing and says so.
+#
+#   scripts/setup.sh            runtime needs (python3 and its packages, iptables)
+#   scripts/setup.sh --peers    also the peer runtimes the benchmarks compare
+#                               against (runc, crun) and hyperfine
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*"; }
+
+want=(python3 python3-numpy python3-pandas python3-pil iptables iproute2 gcc)
+if [[ "${1:-}" == "--peers" ]]; then
+	want+=(runc crun hyperfine nats-server)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]} == 0)); then
+	say "all packages present: ${want[*]}"
+else
+	if [[ $(id -u) -ne 0 ]]; then
+		say "missing packages: ${missing[*]}; run as root (or: sudo apt-get install ${missing[*]})" >&2
+		exit 1
+	fi
+	say "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	say "installed: ${missing[*]}"
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	say "go is not on PATH; install Go 1.26 or newer (https://go.dev/dl) and retry" >&2
+	exit 1
+fi
+say "go: $(go version)"
