@@ -1,0 +1,462 @@
+package cgpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Detect reads the cgroup layout of this process's mount namespace from
+// /proc/self/mountinfo.
+func Detect() (Layout, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return Layout{}, fmt.Errorf("detect cgroup layout: %w", err)
+	}
+	defer f.Close()
+	l, err := parseLayout(f)
+	if err != nil {
+		return Layout{}, fmt.Errorf("detect cgroup layout: %w", err)
+	}
+	return l, nil
+}
+
+// Pool hands out empty cgroups with limits applied and takes them back. It
+// is safe for concurrent use.
+type Pool struct {
+	log    zerolog.Logger
+	layout Layout
+	name   string
+	drain  time.Duration
+	v2     bool
+	tree   tree // the parent, for Close
+	// mounts[i] is the mount directory of the hierarchy whose copy of the
+	// parent is tree.dirs[i].
+	mounts []string
+	// ctrl[c] indexes tree.dirs for controller c; -1 when unavailable. On
+	// v2, cpuacct stands for the core cpu.stat and freezer for the core
+	// cgroup.freeze.
+	ctrl    [numCtrl]int
+	hasKill bool // v2 cgroup.kill
+	// created are the ancestors of the parent New had to make, deepest
+	// first; Close removes them again when nothing else uses them.
+	created []string
+
+	mu     sync.Mutex
+	free   []*Cgroup // LIFO: the most recently used cgroup is the warmest
+	all    map[*Cgroup]struct{}
+	next   int
+	closed bool
+}
+
+// New creates the parent cgroup cfg.Name in every hierarchy and cfg.Size
+// empty children. Whatever a crashed run left under the parent is killed
+// and removed first. On v2 it enables the memory, cpu and pids controllers
+// for the children where the kernel offers them; limits on the others then
+// fail with ErrUnsupported.
+func New(ctx context.Context, cfg Config) (*Pool, error) {
+	p, err := newPool(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new cgroup pool %s: %w", cfg.Name, err)
+	}
+	size := cfg.Size
+	if size == 0 {
+		size = defaultSize
+	}
+	start := time.Now()
+	if found, err := p.tree.destroy(ctx); err != nil {
+		return nil, fmt.Errorf("new cgroup pool %s: clean up a previous run: %w", p.name, err)
+	} else if found {
+		p.log.Info().Str("cgroup", p.name).Msg("removed cgroups left by a previous run")
+	}
+	if err := p.setup(ctx, size); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.drain)
+		defer cancel()
+		_, _ = p.tree.destroy(cctx)
+		p.removeCreated()
+		return nil, fmt.Errorf("new cgroup pool %s: %w", p.name, err)
+	}
+	p.log.Info().Str("cgroup", p.name).Str("version", p.layout.Version.String()).
+		Strs("controllers", p.Controllers()).Int("size", size).Dur("dur", time.Since(start)).
+		Msg("cgroup pool ready")
+	return p, nil
+}
+
+func newPool(cfg Config) (*Pool, error) {
+	if err := checkName(cfg.Name, false); err != nil {
+		return nil, err
+	}
+	if cfg.Size < 0 || cfg.DrainTimeout < 0 {
+		return nil, fmt.Errorf("negative size or drain timeout: %w", ErrInvalid)
+	}
+	var layout Layout
+	if cfg.Layout != nil {
+		layout = *cfg.Layout
+	} else {
+		var err error
+		if layout, err = Detect(); err != nil {
+			return nil, err
+		}
+	}
+	p := &Pool{
+		log:    cfg.Logger,
+		layout: layout,
+		name:   cfg.Name,
+		drain:  cfg.DrainTimeout,
+		v2:     layout.Version == V2,
+		all:    map[*Cgroup]struct{}{},
+	}
+	if p.drain == 0 {
+		p.drain = defaultDrain
+	}
+	for c := range p.ctrl {
+		p.ctrl[c] = -1
+	}
+	var err error
+	if p.tree, err = treeOf(layout, cfg.Name); err != nil {
+		return nil, err
+	}
+	if p.v2 {
+		p.mounts = []string{path.Clean(layout.Unified)}
+		return p, nil
+	}
+	p.mounts = make([]string, len(p.tree.dirs))
+	for c := 0; c < numCtrl; c++ {
+		mnt, ok := layout.Mounts[ctrlName(c)]
+		if !ok {
+			p.log.Info().Str("cgroup", cfg.Name).Str("controller", ctrlName(c)).
+				Msg("cgroup v1 controller not mounted; skipped")
+			continue
+		}
+		d, _ := layout.Path(ctrlName(c), cfg.Name) // treeOf checked it
+		i := slices.Index(p.tree.dirs, d)
+		p.ctrl[c] = i
+		p.mounts[i] = path.Clean(mnt)
+	}
+	return p, nil
+}
+
+// setup makes the parent in every hierarchy (and, on v2, enables the
+// controllers down to it), then the first children.
+func (p *Pool) setup(ctx context.Context, size int) error {
+	want := []string{"memory", "cpu", "pids"}
+	for i, dir := range p.tree.dirs {
+		levels := []string{p.mounts[i]}
+		rel := strings.TrimPrefix(dir, p.mounts[i])
+		for _, part := range strings.Split(strings.Trim(rel, "/"), "/") {
+			levels = append(levels, levels[len(levels)-1]+"/"+part)
+		}
+		for j, lvl := range levels {
+			if j > 0 {
+				err := unix.Mkdir(lvl, 0o755)
+				switch {
+				case err == nil:
+					if j < len(levels)-1 {
+						p.created = append([]string{lvl}, p.created...)
+					}
+				case err == unix.EEXIST && j < len(levels)-1:
+				default:
+					return &os.PathError{Op: "mkdir", Path: lvl, Err: err}
+				}
+			}
+			if p.v2 {
+				want = p.enable(lvl, want)
+			}
+		}
+	}
+	if p.v2 {
+		top := p.tree.dirs[0]
+		for _, name := range want {
+			switch name {
+			case "memory":
+				p.ctrl[ctrlMemory] = 0
+			case "cpu":
+				p.ctrl[ctrlCPU] = 0
+			case "pids":
+				p.ctrl[ctrlPids] = 0
+			}
+		}
+		if exists(top + "/cpu.stat") {
+			p.ctrl[ctrlCPUAcct] = 0
+		}
+		if exists(top + "/cgroup.freeze") {
+			p.ctrl[ctrlFreezer] = 0
+		}
+		p.hasKill = exists(top + "/cgroup.kill")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range size {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := p.createLocked()
+		if err != nil {
+			return err
+		}
+		p.free = append(p.free, c)
+	}
+	return nil
+}
+
+// enable makes the controllers in want available to the children of the v2
+// cgroup dir and returns those that are; the rest are logged and dropped.
+func (p *Pool) enable(dir string, want []string) []string {
+	var a, b [256]byte
+	avail, err := readFile(dir+"/cgroup.controllers", a[:0])
+	if err != nil {
+		p.log.Warn().Err(err).Str("cgroup", p.name).Msg("cannot read available controllers; none enabled")
+		return nil
+	}
+	on, err := readFile(dir+"/cgroup.subtree_control", b[:0])
+	if err != nil {
+		p.log.Warn().Err(err).Str("cgroup", p.name).Msg("cannot read enabled controllers; none enabled")
+		return nil
+	}
+	availList, onList := strings.Fields(string(avail)), strings.Fields(string(on))
+	var kept []string
+	for _, c := range want {
+		switch {
+		case !slices.Contains(availList, c):
+			p.log.Info().Str("cgroup", p.name).Str("controller", c).Str("dir", dir).
+				Msg("cgroup v2 controller not available; limits on it are unsupported")
+		case slices.Contains(onList, c):
+			kept = append(kept, c)
+		default:
+			if err := writeFile(dir+"/cgroup.subtree_control", "+"+c); err != nil {
+				p.log.Warn().Err(err).Str("cgroup", p.name).Str("controller", c).
+					Msg("cannot enable cgroup v2 controller; limits on it are unsupported")
+				continue
+			}
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// createLocked makes a new child in every hierarchy. p.mu is held: growth
+// is rare and this keeps Close from missing a cgroup being born.
+func (p *Pool) createLocked() (*Cgroup, error) {
+	c := p.newCgroup(p.name + "/cg-" + strconv.Itoa(p.next))
+	p.next++
+	for i, d := range c.paths {
+		if err := unix.Mkdir(d, 0o755); err != nil {
+			for _, made := range c.paths[:i] {
+				_ = unix.Rmdir(made)
+			}
+			return nil, fmt.Errorf("create cgroup %s: %w", c.name, &os.PathError{Op: "mkdir", Path: d, Err: err})
+		}
+	}
+	p.all[c] = struct{}{}
+	return c, nil
+}
+
+// Get returns an empty cgroup whose limits are l, reusing a free one when
+// there is one (writing only the limit files whose value changes) and
+// creating one otherwise. It also resets the memory high-water mark and
+// takes the OOM-kill counter's baseline. A limit whose controller is not
+// available fails with ErrUnsupported.
+func (p *Pool) Get(ctx context.Context, l Limits) (*Cgroup, error) {
+	if err := p.check(l); err != nil {
+		return nil, fmt.Errorf("get cgroup: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get cgroup: %w", err)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("get cgroup: %w", ErrClosed)
+	}
+	var c *Cgroup
+	if n := len(p.free); n > 0 {
+		c, p.free = p.free[n-1], p.free[:n-1]
+	} else {
+		var err error
+		if c, err = p.createLocked(); err != nil {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("get cgroup: %w", err)
+		}
+		p.log.Debug().Str("cgroup", c.name).Msg("cgroup pool grew")
+	}
+	c.inUse = true
+	p.mu.Unlock()
+
+	if err := c.prepare(l); err != nil {
+		// Its limit files are in an unknown state now: do not reuse it.
+		p.discard(ctx, c, err)
+		return nil, fmt.Errorf("get cgroup: %w", err)
+	}
+	return c, nil
+}
+
+func (p *Pool) check(l Limits) error {
+	if err := l.validate(); err != nil {
+		return err
+	}
+	if l.CPUMillis > 1<<40 {
+		return fmt.Errorf("cpu limit %d millis out of range: %w", l.CPUMillis, ErrInvalid)
+	}
+	need := func(set bool, c int) error {
+		if set && p.ctrl[c] < 0 {
+			return fmt.Errorf("%s limit: %s controller unavailable (cgroup %s): %w", ctrlName(c), ctrlName(c), p.layout.Version, ErrUnsupported)
+		}
+		return nil
+	}
+	return errors.Join(need(l.MemoryBytes > 0, ctrlMemory), need(l.CPUMillis > 0, ctrlCPU), need(l.Pids > 0, ctrlPids))
+}
+
+// Put kills every process in c, waits until it is empty and puts it back
+// on the free list. A cgroup that cannot be emptied within the drain
+// timeout (or ctx) is dropped from the pool and an error returned; it is
+// never handed out again. c must not be used after Put.
+func (p *Pool) Put(ctx context.Context, c *Cgroup) error {
+	if c == nil || c.pool != p {
+		return fmt.Errorf("put cgroup: not from this pool: %w", ErrInvalid)
+	}
+	p.mu.Lock()
+	if !c.inUse {
+		p.mu.Unlock()
+		return fmt.Errorf("put cgroup %s: not in use: %w", c.name, ErrInvalid)
+	}
+	// From here no second Put gets in, and Get cannot see it yet.
+	c.inUse = false
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return fmt.Errorf("put cgroup %s: %w", c.name, ErrClosed)
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, p.drain)
+	defer cancel()
+	if err := c.Kill(dctx); err != nil {
+		p.discard(ctx, c, err)
+		return fmt.Errorf("put cgroup %s: cannot empty it, dropped from the pool: %w", c.name, err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("put cgroup %s: %w", c.name, ErrClosed)
+	}
+	p.free = append(p.free, c)
+	return nil
+}
+
+// discard drops c from the pool and tries to remove it; if it is still
+// busy, Close removes it with the rest of the tree.
+func (p *Pool) discard(ctx context.Context, c *Cgroup, why error) {
+	p.mu.Lock()
+	delete(p.all, c)
+	p.mu.Unlock()
+	c.closeFiles()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 100*time.Millisecond)
+	defer cancel()
+	var errs []error
+	for _, d := range c.paths {
+		if err := rmdir(rctx, d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.log.Warn().Err(why).AnErr("rmdir", errors.Join(errs...)).Str("cgroup", c.name).
+		Msg("cgroup dropped from the pool")
+}
+
+// Close kills every process in the pool's cgroups, in use or not, and
+// removes the children, the parent and the ancestors New created, in every
+// hierarchy. After Close, Get and Put return ErrClosed. A second Close does
+// nothing.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	all := make([]*Cgroup, 0, len(p.all))
+	for c := range p.all {
+		all = append(all, c)
+	}
+	p.all, p.free = nil, nil
+	p.mu.Unlock()
+
+	start := time.Now()
+	for _, c := range all {
+		c.closeFiles()
+	}
+	ctx, cancel := withDefaultTimeout(ctx, p.drain)
+	defer cancel()
+	_, err := p.tree.destroy(ctx)
+	p.removeCreated()
+	if err != nil {
+		return fmt.Errorf("close cgroup pool %s: %w", p.name, err)
+	}
+	p.log.Info().Str("cgroup", p.name).Dur("dur", time.Since(start)).Msg("cgroup pool closed")
+	return nil
+}
+
+// removeCreated removes the ancestors New made, unless something else has
+// appeared in them since.
+func (p *Pool) removeCreated() {
+	for _, d := range p.created {
+		if err := unix.Rmdir(d); err != nil && err != unix.ENOENT {
+			p.log.Debug().Err(err).Str("dir", d).Msg("ancestor cgroup kept")
+		}
+	}
+}
+
+// Name is the parent's absolute cgroup path.
+func (p *Pool) Name() string { return p.name }
+
+// Layout is the cgroup layout the pool works on.
+func (p *Pool) Layout() Layout { return p.layout }
+
+// Controllers lists what limits and stats can use, among memory, cpu,
+// cpuacct, pids and freezer. On v2, cpuacct and freezer stand for the core
+// files cpu.stat and cgroup.freeze.
+func (p *Pool) Controllers() []string {
+	var out []string
+	for c, i := range p.ctrl {
+		if i >= 0 {
+			out = append(out, ctrlName(c))
+		}
+	}
+	return out
+}
+
+// Cleanup is crash recovery: it kills every process under the cgroup name
+// (at any depth, in every hierarchy of layout) and removes the cgroups
+// bottom-up. Nothing there is not an error. Without a deadline on ctx it
+// gives up after 5s.
+func Cleanup(ctx context.Context, layout Layout, name string) error {
+	if err := checkName(name, false); err != nil {
+		return fmt.Errorf("clean up cgroup %s: %w", name, err)
+	}
+	t, err := treeOf(layout, name)
+	if err != nil {
+		return fmt.Errorf("clean up cgroup %s: %w", name, err)
+	}
+	ctx, cancel := withDefaultTimeout(ctx, defaultDrain)
+	defer cancel()
+	if _, err := t.destroy(ctx); err != nil {
+		return fmt.Errorf("clean up cgroup %s: %w", name, err)
+	}
+	return nil
+}
+
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
