@@ -47,8 +47,12 @@ type record struct {
 	Created time.Time `json:"created"`
 }
 
-func (c config) rootsDir() string   { return filepath.Join(c.stateDir, "roots") }
-func (c config) recordsDir() string { return filepath.Join(c.stateDir, "sandboxes") }
+// The record of a live sandbox sits beside its root, in the root builder's
+// private tmpfs: cheap to write, gone with the root, and still there after
+// a crash (mounts outlive the process that made them).
+const recordName = "sandbox.json"
+
+func (c config) rootsDir() string { return filepath.Join(c.stateDir, "roots") }
 
 // New takes ownership of the state directory (ErrBusy when another live
 // process holds it), removes whatever a crashed owner left, and pre-creates
@@ -94,9 +98,6 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 		return nil, fmt.Errorf("cgroup pool: %w", err)
 	}
 	undo = append(undo, func() { _ = b.cgroups.Close(context.Background()) })
-	if err := os.MkdirAll(cfg.recordsDir(), 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
 	b.log.Info().Str("state", cfg.stateDir).Str("cgroup", cfg.cgroup).Int("pool", cfg.poolSize).
 		Str("cgroups", b.layout.Version.String()).Msg("lean backend ready")
 	return b, nil
@@ -146,10 +147,10 @@ func Cleanup(ctx context.Context, stateDir, cgroupName string, log zerolog.Logge
 }
 
 func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.Logger) error {
-	entries, _ := os.ReadDir(cfg.recordsDir())
-	for _, e := range entries {
+	records, _ := filepath.Glob(filepath.Join(cfg.rootsDir(), "*", recordName))
+	for _, path := range records {
 		var r record
-		if data, err := os.ReadFile(filepath.Join(cfg.recordsDir(), e.Name())); err == nil && json.Unmarshal(data, &r) == nil {
+		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &r) == nil {
 			log.Warn().Str("sandbox", r.ID).Str("cgroup", r.Cgroup).Time("created", r.Created).Msg("removing sandbox left by a crashed process")
 		}
 	}
@@ -159,9 +160,6 @@ func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.
 	}
 	if err := fsbind.Cleanup(ctx, cfg.rootsDir()); err != nil {
 		return fmt.Errorf("clean up roots: %w", err)
-	}
-	if err := os.RemoveAll(cfg.recordsDir()); err != nil {
-		return fmt.Errorf("clean up records: %w", err)
 	}
 	return nil
 }
@@ -234,11 +232,7 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 		}
 		return nil, fmt.Errorf("create %q: %w", id, err)
 	}
-	cg, err := b.cgroups.Get(ctx, cgpool.Limits{
-		MemoryBytes: spec.Limits.MemoryBytes,
-		CPUMillis:   spec.Limits.CPUMillis,
-		Pids:        spec.Limits.Pids,
-	})
+	cg, err := b.cgroups.Get(ctx, cgLimits(spec.Limits))
 	if err != nil {
 		_ = root.Teardown()
 		if errors.Is(err, cgpool.ErrUnsupported) {
@@ -247,7 +241,7 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 		return nil, fmt.Errorf("create %q: %w", id, err)
 	}
 	s := &Sandbox{b: b, id: id, spec: spec, root: root, cg: cg}
-	if err := b.writeRecord(record{ID: id, Root: root.Dir, Cgroup: cg.Name(), Created: time.Now()}); err != nil {
+	if err := writeRecord(root.Dir, record{ID: id, Root: root.Path, Cgroup: cg.Name(), Created: time.Now()}); err != nil {
 		_ = b.cgroups.Put(ctx, cg)
 		_ = root.Teardown()
 		return nil, fmt.Errorf("create %q: %w", id, err)
@@ -264,20 +258,19 @@ func (b *Backend) hasLocked(id string) bool {
 	return ok
 }
 
-func (b *Backend) writeRecord(r record) error {
+func writeRecord(dir string, r record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(b.cfg.recordsDir(), r.ID), data, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, recordName), data, 0o600); err != nil {
 		return fmt.Errorf("record sandbox: %w", err)
 	}
 	return nil
 }
 
-// forget drops a destroyed sandbox from the live set and the state dir.
+// forget drops a destroyed sandbox from the live set.
 func (b *Backend) forget(id string) {
-	_ = os.Remove(filepath.Join(b.cfg.recordsDir(), id))
 	b.mu.Lock()
 	delete(b.live, id)
 	b.mu.Unlock()
@@ -337,11 +330,14 @@ func (b *Backend) Close(ctx context.Context) error {
 	if err := b.launcher.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	_ = os.RemoveAll(b.cfg.recordsDir())
 	if err := removeStateDir(b.cfg.stateDir); err != nil {
 		errs = append(errs, err)
 	}
 	_ = b.lock.Close()
 	b.log.Info().Int("destroyed", len(live)).Msg("lean backend closed")
 	return errors.Join(errs...)
+}
+
+func cgLimits(l sandbox.Limits) cgpool.Limits {
+	return cgpool.Limits{MemoryBytes: l.MemoryBytes, CPUMillis: l.CPUMillis, Pids: l.Pids}
 }

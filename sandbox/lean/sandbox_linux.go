@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -22,7 +24,7 @@ var (
 )
 
 // defaultEnv is what a process gets when ProcessSpec.Env is nil.
-var defaultEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}
+var defaultEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"}
 
 // Sandbox is a lean sandbox. Its namespaces are made by the first process
 // started in it and live as long as that process tree; a later Start after
@@ -246,6 +248,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	if err := s.b.cgroups.Put(ctx, s.cg); err != nil {
 		errs = append(errs, fmt.Errorf("release cgroup: %w", err))
 	}
+	_ = os.Remove(filepath.Join(s.root.Dir, recordName))
 	if err := s.root.Teardown(); err != nil {
 		errs = append(errs, fmt.Errorf("tear down root: %w", err))
 	}

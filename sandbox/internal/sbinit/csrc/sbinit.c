@@ -257,7 +257,38 @@ static void loopback_up(void)
 	sys1(__NR_close, fd);
 }
 
-static void enter_root(const char *root)
+/*
+ * A sandbox process running as uid 0 holds no capability, but the kernel's
+ * permission check for root-owned 0644/0200 files in /proc is the owner's
+ * bit, not a capability: /proc/sys (host-wide sysctls) and
+ * /proc/sysrq-trigger would be writable. For uid 0 those are bound
+ * read-only over themselves. Other uids cannot write them, so they skip
+ * the cost (two mounts per path).
+ */
+static const char *const proc_readonly[] = { "sys", "sysrq-trigger", "irq", "bus", "fs", 0 };
+
+static void harden_proc(char *proc, unsigned long n)
+{
+	const char *const *p;
+	unsigned long m;
+	long ret;
+
+	for (p = proc_readonly; *p; p++) {
+		m = n;
+		if (!append(proc, PATH_BUF, &m, "/") || !append(proc, PATH_BUF, &m, *p))
+			fail("protect /proc", -ENAMETOOLONG);
+		ret = sys5(__NR_mount, proc, proc, 0, MS_BIND | MS_REC, 0);
+		if (ret == -ENOENT)
+			continue; /* not on this kernel */
+		check(ret, "protect /proc");
+		check(sys5(__NR_mount, proc, proc, 0,
+			   MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
+		      "protect /proc");
+	}
+	proc[n] = 0;
+}
+
+static void enter_root(const char *root, int as_root)
 {
 	char proc[PATH_BUF];
 	unsigned long n = 0;
@@ -271,6 +302,8 @@ static void enter_root(const char *root)
 		fail("mount proc", -ENAMETOOLONG);
 	check(sys5(__NR_mount, "proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
 	      "mount proc");
+	if (as_root)
+		harden_proc(proc, n);
 	/*
 	 * pivot_root(".", ".") stacks the old root on top of the new one, where
 	 * a lazy unmount of "." removes it: no directory for the old root is
@@ -433,7 +466,7 @@ void start(long *sp)
 	if (c.flags & CLONE_NEWNET)
 		loopback_up();
 	if (c.root)
-		enter_root(c.root);
+		enter_root(c.root, c.uid == 0);
 	drop_privileges(&c);
 	check(sys1(__NR_chdir, c.dir), "chdir");
 
