@@ -57,10 +57,14 @@ type Bind struct {
 // reserved destinations belong to the root itself and cannot be bound over.
 var reserved = []string{"/", "/proc", "/dev", "/tmp", ScratchDir}
 
-// Validate checks the spec without touching the system: absolute paths, no
-// '..' in destinations, no duplicate or reserved destinations. Build checks
-// the rest (sources exist, no symlinks on the way to a destination).
+// Validate checks the spec without touching the system: absolute paths
+// without NUL bytes, no '..' in destinations, no duplicate or reserved
+// destinations. Build checks the rest (sources exist, no symlinks on the way
+// to a destination).
 func (s Spec) Validate() error {
+	if strings.ContainsRune(s.Base, 0) {
+		return fmt.Errorf("base %q contains a NUL byte: %w", s.Base, ErrInvalid)
+	}
 	if s.Base != "" && !filepath.IsAbs(s.Base) {
 		return fmt.Errorf("base %q is not an absolute path: %w", s.Base, ErrInvalid)
 	}
@@ -69,6 +73,9 @@ func (s Spec) Validate() error {
 	}
 	seen := make(map[string]bool, len(s.Binds))
 	for _, b := range s.Binds {
+		if strings.ContainsRune(b.Source, 0) || strings.ContainsRune(b.Dest, 0) {
+			return fmt.Errorf("bind %q on %q contains a NUL byte: %w", b.Source, b.Dest, ErrInvalid)
+		}
 		if !filepath.IsAbs(b.Source) {
 			return fmt.Errorf("bind source %q is not an absolute path: %w", b.Source, ErrInvalid)
 		}
