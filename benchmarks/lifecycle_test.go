@@ -1,0 +1,60 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/sockfaas/sockfaas/sandbox"
+)
+
+// lifecycle is one create -> run /bin/true -> wait -> destroy.
+func lifecycle(ctx context.Context, be sandbox.Backend, id string, spec sandbox.Spec) error {
+	sb, err := be.Create(ctx, id, spec)
+	if err != nil {
+		return err
+	}
+	p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/true"}})
+	if err == nil {
+		var st sandbox.ExitStatus
+		if st, err = p.Wait(ctx); err == nil && !st.Success() {
+			err = fmt.Errorf("/bin/true: %+v", st)
+		}
+	}
+	if derr := sb.Destroy(ctx); err == nil {
+		err = derr
+	}
+	return err
+}
+
+// BenchmarkLifecycle times create -> run /bin/true -> wait -> destroy for
+// every variant in one run. lean uses the default namespaces (mount, pid,
+// ipc, uts; networking comes from pre-built shared namespaces); lean-netns
+// adds a fresh network namespace per sandbox, as libcontainer, crun and runc
+// all do, for a like-for-like comparison.
+func BenchmarkLifecycle(b *testing.B) {
+	requireRoot(b)
+	ctx := context.Background()
+	backends := []struct {
+		name string
+		make func(*testing.B) sandbox.Backend
+		spec sandbox.Spec
+	}{
+		{"lean", newLean, sandbox.Spec{}},
+		{"lean-netns", newLean, sandbox.Spec{Namespaces: sandbox.DefaultNamespaces | sandbox.NSNet}},
+		{"libcontainer", newLibct, sandbox.Spec{}},
+	}
+	for _, workers := range []int{1, 2} {
+		for _, bk := range backends {
+			name := bk.name
+			if workers > 1 {
+				name = fmt.Sprintf("%s-parallel-%d", bk.name, workers)
+			}
+			b.Run(name, func(b *testing.B) {
+				be := bk.make(b)
+				timed(b, workers, func(i int) error { return lifecycle(ctx, be, fmt.Sprintf("b%d", i), bk.spec) })
+			})
+		}
+		benchPeers(b, workers)
+	}
+}

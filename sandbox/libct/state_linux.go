@@ -1,0 +1,309 @@
+package libct
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/sandbox"
+)
+
+// The state directory's layout. libcontainer's own state ("containers") is
+// the record of started containers; ours ("sandboxes") is written before
+// anything else of a sandbox exists, so that Cleanup also finds sandboxes
+// that were never started or were half built when the process died.
+const (
+	lockFile      = "lock"
+	backendFile   = "backend.json"
+	containersDir = "containers" // libcontainer's root
+	recordsDir    = "sandboxes"  // <id>.json: a record per sandbox
+	rootfsDir     = "rootfs"     // <id>: the sandboxes' root directories
+	scratchDir    = "scratch"    // <id>: their scratch directories
+	etcDir        = "etc"        // generated /etc shared by host-base roots
+)
+
+// record is what Cleanup needs to remove a sandbox without the process that
+// made it.
+type record struct {
+	ID      string            `json:"id"`
+	Cgroups map[string]string `json:"cgroups"` // controller -> absolute cgroup directory
+	Rootfs  string            `json:"rootfs"`
+	Scratch string            `json:"scratch"`
+}
+
+// backendRecord remembers the cgroup parent directories so that Cleanup can
+// remove them once empty.
+type backendRecord struct {
+	CgroupParents []string `json:"cgroup_parents"`
+}
+
+func writeJSON(file string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, file)
+}
+
+func readJSON(file string, v any) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// stateLock is an exclusive flock on <stateDir>/lock: one backend (or one
+// Cleanup) per state directory at a time.
+type stateLock struct{ f *os.File }
+
+func lockState(dir string) (*stateLock, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state directory %s is in use by another backend: %w", dir, sandbox.ErrBusy)
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return &stateLock{f: f}, nil
+}
+
+func (l *stateLock) release() {
+	if l != nil && l.f != nil {
+		l.f.Close() // drops the flock
+		l.f = nil
+	}
+}
+
+// Cleanup removes everything a backend using stateDir left behind, typically
+// after a crash: it kills and destroys every container libcontainer recorded
+// there, removes their cgroups, root and scratch directories, the generated
+// /etc and the cgroup parent if it is empty. It fails with sandbox.ErrBusy
+// while a live backend owns stateDir. A missing stateDir is not an error.
+func Cleanup(ctx context.Context, stateDir string, log zerolog.Logger) error {
+	if _, err := os.Stat(stateDir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	lk, err := lockState(stateDir)
+	if err != nil {
+		return err
+	}
+	defer lk.release()
+	return cleanupLocked(ctx, stateDir, log)
+}
+
+func cleanupLocked(ctx context.Context, stateDir string, log zerolog.Logger) error {
+	start := time.Now()
+	var errs []error
+	n := 0
+
+	// Started containers: libcontainer knows their init process and kills
+	// it (with its PID namespace) and removes cgroups and state.
+	root := filepath.Join(stateDir, containersDir)
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		n++
+		if err := destroyRecorded(ctx, root, e.Name()); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: %w", e.Name(), err))
+		}
+	}
+
+	// Our records cover what libcontainer may not know: sandboxes never
+	// started, or half built.
+	recs, _ := filepath.Glob(filepath.Join(stateDir, recordsDir, "*.json"))
+	for _, f := range recs {
+		var r record
+		if err := readJSON(f, &r); err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
+			continue
+		}
+		if err := removeSandboxFiles(r); err != nil {
+			errs = append(errs, fmt.Errorf("sandbox %q: %w", r.ID, err))
+			continue
+		}
+		_ = os.Remove(f)
+	}
+
+	// Whatever remains under our directories is debris without a record.
+	for _, d := range []string{rootfsDir, scratchDir, etcDir} {
+		if err := removeTree(filepath.Join(stateDir, d)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var br backendRecord
+	if err := readJSON(filepath.Join(stateDir, backendFile), &br); err == nil {
+		removeEmptyDirs(br.CgroupParents)
+	}
+	_ = os.Remove(filepath.Join(stateDir, backendFile))
+	_ = os.Remove(filepath.Join(stateDir, containersDir))
+	_ = os.Remove(filepath.Join(stateDir, recordsDir))
+
+	ev := log.Info()
+	if n == 0 && len(recs) == 0 {
+		ev = log.Debug()
+	}
+	ev.Str("state", stateDir).Int("containers", n).Int("records", len(recs)).
+		Dur("dur", time.Since(start)).Msg("libct cleanup")
+	return errors.Join(errs...)
+}
+
+// destroyRecorded kills and destroys the container id that libcontainer
+// recorded under root, without the process that started it.
+func destroyRecorded(ctx context.Context, root, id string) error {
+	c, err := libcontainer.Load(root, id)
+	if err != nil {
+		// Created but never started (no state.json yet), or unreadable: the
+		// sandbox record has the cgroup paths.
+		return os.RemoveAll(filepath.Join(root, id))
+	}
+	st, err := c.State()
+	if err != nil {
+		return err
+	}
+	// SIGKILL to the init of a PID namespace kills every process in it;
+	// libcontainer also thaws a paused container for it.
+	if err := c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		return err
+	}
+	if err := killCgroup(st.CgroupPaths, killTimeout); err != nil {
+		return err
+	}
+	if err := waitStopped(ctx, c); err != nil {
+		return err
+	}
+	return c.Destroy()
+}
+
+const killTimeout = 10 * time.Second
+
+// waitStopped waits until the container's init is gone (reaped, or a zombie
+// of a parent that died).
+func waitStopped(ctx context.Context, c *libcontainer.Container) error {
+	deadline := time.Now().Add(killTimeout)
+	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
+		status, err := c.Status()
+		if err != nil {
+			return err
+		}
+		if status == libcontainer.Stopped {
+			return nil
+		}
+		if status == libcontainer.Paused {
+			_ = c.Resume()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("container still %s after SIGKILL", status)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// removeSandboxFiles removes a sandbox's cgroups (killing what is left in
+// them), root and scratch directories.
+func removeSandboxFiles(r record) error {
+	if err := killCgroup(r.Cgroups, killTimeout); err != nil {
+		return err
+	}
+	if err := removeCgroups(r.Cgroups); err != nil {
+		return err
+	}
+	for _, d := range []string{r.Rootfs, r.Scratch} {
+		if err := removeTree(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeTree removes dir and everything below it, after detaching any mount
+// found there (a mount would make RemoveAll delete through it into whatever
+// it shows). The backend never mounts anything in the host's namespace, so
+// finding one means something else went wrong.
+func removeTree(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	mounts, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("refusing to remove %s: cannot detach the mount at %s: %w", dir, mounts[i], err)
+		}
+	}
+	return os.RemoveAll(dir)
+}
+
+// mountsUnder lists mount points at or below dir in our mount namespace.
+func mountsUnder(dir string) ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes ("\040" for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
