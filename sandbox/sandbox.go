@@ -147,6 +147,12 @@ type Spec struct {
 	// Namespaces the sandbox gets of its own; zero means DefaultNamespaces.
 	// The lean backend always needs NSMount.
 	Namespaces Namespaces
+	// NetNS is the path of an existing network namespace to join (an nsfs
+	// file such as /proc/PID/ns/net or a bind mount of one; package netns
+	// hands these out). "" means the host's network, unless Namespaces has
+	// NSNet, which makes a private loopback-only one instead. Joining is
+	// cheap; creating a namespace per sandbox is not.
+	NetNS string
 	// Hostname inside the UTS namespace; default: the sandbox ID.
 	Hostname string
 	// Limits for the sandbox's cgroups.

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 )
 
@@ -21,6 +22,9 @@ func ValidateID(id string) error {
 func (s Spec) Validate() error {
 	if s.Namespaces&^(NSMount|NSPID|NSIPC|NSUTS|NSNet) != 0 {
 		return fmt.Errorf("unknown namespace bits %#x: %w", uint(s.Namespaces), ErrInvalid)
+	}
+	if s.NetNS != "" && (s.Namespaces.Has(NSNet) || !filepath.IsAbs(s.NetNS)) {
+		return fmt.Errorf("network namespace %q: must be an absolute path, and not combined with NSNet: %w", s.NetNS, ErrInvalid)
 	}
 	if len(s.Hostname) > 64 {
 		return fmt.Errorf("hostname longer than 64 bytes: %w", ErrInvalid)

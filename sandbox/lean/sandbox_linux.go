@@ -136,6 +136,14 @@ func (s *Sandbox) Start(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Pro
 		// v1: the helper waits until every hierarchy has it.
 		cfg.Attach = s.cg.Attach
 	}
+	if s.spec.NetNS != "" {
+		f, err := os.Open(s.spec.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("start in %q: network namespace: %w", s.id, err)
+		}
+		defer f.Close()
+		cfg.NetNS = f
+	}
 	oomBefore, _ := s.cg.OOMKills()
 	sp, err := s.b.launcher.Start(ctx, cfg)
 	if err != nil {

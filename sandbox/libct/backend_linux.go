@@ -244,9 +244,16 @@ func (b *Backend) containerConfig(id string, spec sandbox.Spec, plan *rootPlan, 
 	if hostname == "" {
 		hostname = id
 	}
+	// Full isolation: every namespace, whatever spec.Namespaces says; the
+	// network is a private loopback-only one unless spec.NetNS names one
+	// to join.
 	ns := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWPID}, {Type: configs.NEWIPC},
-		{Type: configs.NEWUTS}, {Type: configs.NEWNET},
+		{Type: configs.NEWUTS}, {Type: configs.NEWNET, Path: spec.NetNS},
+	}
+	networks := []*configs.Network{{Type: "loopback"}}
+	if spec.NetNS != "" {
+		networks = nil
 	}
 	if configs.IsNamespaceSupported(configs.NEWCGROUP) {
 		ns = append(ns, configs.Namespace{Type: configs.NEWCGROUP})
@@ -272,7 +279,7 @@ func (b *Backend) containerConfig(id string, spec sandbox.Spec, plan *rootPlan, 
 		Devices:    sandboxDevices,
 		Hostname:   hostname,
 		Namespaces: ns,
-		Networks:   []*configs.Network{{Type: "loopback"}},
+		Networks:   networks,
 		Cgroups:    &cgroups.Cgroup{Path: cgPath, Resources: res},
 		// No capabilities at all, in any set.
 		Capabilities:    &configs.Capabilities{},

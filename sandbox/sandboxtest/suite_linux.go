@@ -30,6 +30,7 @@ var checks = []check{
 	{"SecondProcessSharesSandboxOrIsRefused", checkSecondProcess},
 	{"RejectsBadInput", checkBadInput},
 	{"StdioEnvAndDir", checkStdioEnvDir},
+	{"JoinsGivenNetworkNamespace", checkJoinsNetNS},
 	{"ConcurrentSandboxes", checkConcurrency},
 	{"CloseDestroysEverything", checkClose},
 }

@@ -1,6 +1,9 @@
 package sbinit
 
-import "io"
+import (
+	"io"
+	"os"
+)
 
 // Config describes one program to start in new namespaces.
 type Config struct {
@@ -33,6 +36,11 @@ type Config struct {
 	// into (clone3 CLONE_INTO_CGROUP). -1 means none. Note the zero Config
 	// has 0 here, which is a descriptor: set -1 explicitly.
 	CgroupFD int
+	// NetNS, if not nil, is an open network namespace (an nsfs file, e.g.
+	// /proc/PID/ns/net or a bind mount of one) the program joins instead of
+	// creating one: the cheap way to give sandboxes a pre-built network.
+	// It cannot be combined with CLONE_NEWNET.
+	NetNS *os.File
 	// Attach, if not nil, runs once the helper exists and before it does
 	// anything, with its host pid: for cgroup v1, write pid to the
 	// cgroup.procs files. An error aborts the start.

@@ -39,6 +39,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("sandbox init: clone flags %#x not supported: %w", c.Cloneflags&^allowedFlags, fs.ErrInvalid)
 	case c.Root != "" && c.Cloneflags&unix.CLONE_NEWNS == 0:
 		return fmt.Errorf("sandbox init: a root needs CLONE_NEWNS: %w", fs.ErrInvalid)
+	case c.NetNS != nil && c.Cloneflags&unix.CLONE_NEWNET != 0:
+		return fmt.Errorf("sandbox init: join a network namespace or make one, not both: %w", fs.ErrInvalid)
 	case c.Cloneflags&unix.CLONE_NEWUTS != 0 && len(c.Hostname) > hostNameMax:
 		return fmt.Errorf("sandbox init: hostname longer than %d bytes: %w", hostNameMax, fs.ErrInvalid)
 	}
@@ -61,8 +63,11 @@ func (c *Config) helperArgs() []string {
 	args = append(args,
 		"uid="+strconv.FormatUint(uint64(c.UID), 10),
 		"gid="+strconv.FormatUint(uint64(c.GID), 10),
-		"flags="+strconv.FormatUint(uint64(c.Cloneflags), 10),
-		"--")
+		"flags="+strconv.FormatUint(uint64(c.Cloneflags), 10))
+	if c.NetNS != nil {
+		args = append(args, "netns")
+	}
+	args = append(args, "--")
 	return append(args, c.Args...)
 }
 
@@ -181,7 +186,7 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		Stdin:      cfg.Stdin,
 		Stdout:     cfg.Stdout,
 		Stderr:     cfg.Stderr,
-		ExtraFiles: []*os.File{goR, errW, statusW}, // fds 3, 4, 5
+		ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS), // fds 3, 4, 5 (, 6)
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cfg.Cloneflags,
 			// Out of the caller's session: no controlling terminal, no
@@ -282,4 +287,13 @@ func (p *Process) Wait() (syscall.WaitStatus, error) {
 		return ws, fmt.Errorf("sandbox init: wait: %w", err)
 	}
 	return ws, nil
+}
+
+// extraFiles lists the helper's descriptors from 3 on, in the order
+// csrc/sbinit.c expects them.
+func extraFiles(goR, errW, statusW, netns *os.File) []*os.File {
+	if netns == nil {
+		return []*os.File{goR, errW, statusW}
+	}
+	return []*os.File{goR, errW, statusW, netns}
 }

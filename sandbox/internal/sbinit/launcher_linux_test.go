@@ -665,3 +665,38 @@ func BenchmarkStartWait(b *testing.B) {
 		}
 	})
 }
+
+// TestJoinNetNS: a program started with NetNS lives in that network
+// namespace (here: a fresh one held by a sleeping process), not the host's.
+func TestJoinNetNS(t *testing.T) {
+	root := minimalRoot(t)
+	l := newLauncher(t)
+	holder := exec.Command("unshare", "--net", "sleep", "30")
+	must(t, holder.Start())
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	want := ""
+	for i := 0; i < 100 && (want == "" || strings.HasPrefix(want, "net:[4026531")); i++ {
+		// unshare execs sleep after entering the namespace; wait for that.
+		time.Sleep(5 * time.Millisecond)
+		want, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid))
+	}
+	hostNS, _ := os.Readlink("/proc/self/ns/net")
+	if want == hostNS {
+		t.Fatal("holder did not enter a new network namespace")
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid))
+	must(t, err)
+	defer f.Close()
+
+	cfg := sandboxConfig(root, "/bin/sh", "-c", "readlink /proc/self/ns/net")
+	cfg.NetNS = f
+	out, ws := run(t, l, cfg)
+	if ws != 0 || strings.TrimSpace(out) != want {
+		t.Fatalf("got %q (status %v), want %q", out, describe(ws), want)
+	}
+
+	cfg.Cloneflags |= unix.CLONE_NEWNET
+	if _, err := l.Start(context.Background(), cfg); !errors.Is(err, fs.ErrInvalid) {
+		t.Fatalf("NetNS with CLONE_NEWNET: got %v, want fs.ErrInvalid", err)
+	}
+}

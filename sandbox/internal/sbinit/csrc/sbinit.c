@@ -36,7 +36,7 @@
 #define SOCK_DGRAM 2
 #define IFF_UP 0x1
 
-enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5 };
+enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5, FD_NETNS = 6 };
 enum { PATH_BUF = 4096 };
 
 #if defined(__x86_64__)
@@ -110,6 +110,7 @@ struct config {
 	const char *host; /* 0: leave the hostname alone */
 	const char *dir;
 	unsigned long uid, gid, flags;
+	int netns; /* join the network namespace open at FD_NETNS */
 	char **argv; /* the program's */
 	char **envp;
 };
@@ -217,10 +218,15 @@ static void parse(struct config *c, char **argv, char **envp)
 			;
 		else if ((v = after(a, "flags=")) && number(v, &c->flags))
 			;
+		else if (after(a, "netns") && !a[5])
+			c->netns = 1;
 		else
 			fail("arguments", -EINVAL);
 	}
 	if (!c->argv || !c->argv[0])
+		fail("arguments", -EINVAL);
+	/* A network namespace is either made (CLONE_NEWNET) or joined. */
+	if (c->netns && (c->flags & CLONE_NEWNET))
 		fail("arguments", -EINVAL);
 	/* pivot_root and a proc mount in the host's mount namespace: never. */
 	if (c->root && !(c->flags & CLONE_NEWNS))
@@ -465,6 +471,12 @@ void start(long *sp)
 		check(sys2(__NR_sethostname, c.host, length(c.host)), "sethostname");
 	if (c.flags & CLONE_NEWNET)
 		loopback_up();
+	if (c.netns) {
+		/* A pre-built namespace (see package netns): joining costs a
+		 * setns, where creating one serializes on a kernel lock. */
+		check(sys2(__NR_setns, FD_NETNS, CLONE_NEWNET), "join network namespace");
+		sys1(__NR_close, FD_NETNS);
+	}
 	if (c.root)
 		enter_root(c.root, c.uid == 0);
 	drop_privileges(&c);
