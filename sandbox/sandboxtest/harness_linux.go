@@ -213,7 +213,7 @@ func tryStart(t testing.TB, sb sandbox.Sandbox, p sandbox.ProcessSpec) (started,
 		return sb.Start(ctx, p)
 	})
 	if err == nil && proc == nil {
-		err = errors.New("Start returned neither a process nor an error")
+		err = errors.New("start returned neither a process nor an error")
 	}
 	s.Process = proc
 	return s, err
