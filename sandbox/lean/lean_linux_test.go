@@ -224,3 +224,52 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(string(data), ')')
 	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
 }
+
+// TestZygoteHooks covers what a zygote needs from a lean sandbox: a
+// privileged start, a detached copy of the root, the cgroup.procs files.
+func TestZygoteHooks(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	b := newBackend(t, testutil.StateDir(t), "/"+testutil.UniqueName(t))
+	sbx, err := b.Create(ctx, "zyg", sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := sbx.(*lean.Sandbox)
+	defer sb.Destroy(ctx)
+
+	var out strings.Builder
+	p, err := sb.StartPrivileged(ctx, sandbox.ProcessSpec{Args: []string{"/bin/sh", "-c", "id -u; grep ^CapEff /proc/self/status"}, Stdout: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(ctx); err != nil || !st.Success() {
+		t.Fatalf("privileged start: %+v %v", st, err)
+	}
+	if !strings.HasPrefix(out.String(), "0\n") || strings.Contains(out.String(), "CapEff:\t0000000000000000") {
+		t.Fatalf("privileged process: %q", out.String())
+	}
+
+	tree, err := sb.CloneRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree.Close()
+	procs, err := sb.OpenCgroupProcs()
+	if err != nil || len(procs) == 0 {
+		t.Fatalf("cgroup procs: %v %v", procs, err)
+	}
+	for _, f := range procs {
+		f.Close()
+	}
+	sb.Adopt(12345)
+	if pids := sb.Info().Pids; len(pids) != 2 || pids[1] != 12345 {
+		t.Fatalf("pids after Adopt: %v", pids)
+	}
+	if err := sb.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.CloneRoot(); !errors.Is(err, sandbox.ErrState) {
+		t.Fatalf("CloneRoot after Destroy: %v", err)
+	}
+}

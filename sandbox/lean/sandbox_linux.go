@@ -88,6 +88,53 @@ func (s *Sandbox) cloneflags() uintptr {
 // at a time: while one runs, Start returns ErrUnsupported (start further
 // processes from inside the sandbox instead).
 func (s *Sandbox) Start(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Process, error) {
+	return s.start(ctx, p, false)
+}
+
+// StartPrivileged is Start for trusted system processes, a zygote above
+// all: the process runs as uid 0 with every capability and without
+// no_new_privs (ProcessSpec.User is ignored), still in the sandbox's root,
+// namespaces and cgroup. It needs those rights to put its children into
+// other sandboxes. Never run user code with it.
+func (s *Sandbox) StartPrivileged(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Process, error) {
+	return s.start(ctx, p, true)
+}
+
+// CloneRoot returns a detached copy of the sandbox's whole root mount tree
+// (open_tree with OPEN_TREE_CLONE), for a process in another mount
+// namespace to attach with move_mount and pivot into. The caller closes it;
+// the copy's mounts go away with the last namespace or fd that holds them.
+func (s *Sandbox) CloneRoot() (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked("clone root"); err != nil {
+		return nil, err
+	}
+	return s.root.Clone()
+}
+
+// OpenCgroupProcs opens the sandbox's cgroup.procs files (one per cgroup
+// v1 hierarchy, one on v2) for writing: a process that writes "0" to each
+// joins the sandbox's cgroup. The caller closes them.
+func (s *Sandbox) OpenCgroupProcs() ([]*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked("open cgroup"); err != nil {
+		return nil, err
+	}
+	return s.cg.OpenProcs()
+}
+
+// Adopt records pid, a process that entered the sandbox by itself (forked
+// from a zygote), so that Info lists it. Destroy kills it with everything
+// else in the sandbox's cgroup.
+func (s *Sandbox) Adopt(pid int) {
+	s.mu.Lock()
+	s.pids = append(s.pids, pid)
+	s.mu.Unlock()
+}
+
+func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged bool) (sandbox.Process, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("start in %q: %w", s.id, err)
 	}
@@ -123,6 +170,7 @@ func (s *Sandbox) Start(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Pro
 		Stdout:     p.Stdout,
 		Stderr:     p.Stderr,
 		CgroupFD:   -1,
+		Privileged: privileged,
 	}
 	if s.b.layout.Version == cgpool.V2 {
 		// clone3(CLONE_INTO_CGROUP): the child is born in the cgroup.

@@ -41,6 +41,11 @@ type Config struct {
 	// creating one: the cheap way to give sandboxes a pre-built network.
 	// It cannot be combined with CLONE_NEWNET.
 	NetNS *os.File
+	// Privileged keeps the helper's uid 0 and every capability, and sets no
+	// no_new_privs: for trusted processes that must set up sandboxes
+	// themselves (a zygote forks children that enter other sandboxes).
+	// UID and GID are ignored. Never for user code.
+	Privileged bool
 	// Attach, if not nil, runs once the helper exists and before it does
 	// anything, with its host pid: for cgroup v1, write pid to the
 	// cgroup.procs files. An error aborts the start.

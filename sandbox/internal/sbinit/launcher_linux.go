@@ -67,6 +67,9 @@ func (c *Config) helperArgs() []string {
 	if c.NetNS != nil {
 		args = append(args, "netns")
 	}
+	if c.Privileged {
+		args = append(args, "priv")
+	}
 	args = append(args, "--")
 	return append(args, c.Args...)
 }

@@ -700,3 +700,19 @@ func TestJoinNetNS(t *testing.T) {
 		t.Fatalf("NetNS with CLONE_NEWNET: got %v, want fs.ErrInvalid", err)
 	}
 }
+
+// TestPrivileged: a privileged program keeps uid 0 and its capabilities
+// (a zygote needs them to set up its children), still in its own root.
+func TestPrivileged(t *testing.T) {
+	root := minimalRoot(t)
+	l := newLauncher(t)
+	cfg := sandboxConfig(root, "/bin/sh", "-c", "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; test -e /work && echo host-visible; true")
+	cfg.Privileged = true
+	out, ws := run(t, l, cfg)
+	if ws != 0 {
+		t.Fatalf("status %v: %s", describe(ws), out)
+	}
+	if !strings.HasPrefix(out, "0\n") || strings.Contains(out, "CapEff:\t0000000000000000") || !strings.Contains(out, "NoNewPrivs:\t0") || strings.Contains(out, "host-visible") {
+		t.Fatalf("privileged program: %q", out)
+	}
+}

@@ -111,6 +111,7 @@ struct config {
 	const char *dir;
 	unsigned long uid, gid, flags;
 	int netns; /* join the network namespace open at FD_NETNS */
+	int priv;  /* keep uid, gid and capabilities: a trusted zygote */
 	char **argv; /* the program's */
 	char **envp;
 };
@@ -220,6 +221,8 @@ static void parse(struct config *c, char **argv, char **envp)
 			;
 		else if (after(a, "netns") && !a[5])
 			c->netns = 1;
+		else if (after(a, "priv") && !a[4])
+			c->priv = 1;
 		else
 			fail("arguments", -EINVAL);
 	}
@@ -479,7 +482,8 @@ void start(long *sp)
 	}
 	if (c.root)
 		enter_root(c.root, c.uid == 0);
-	drop_privileges(&c);
+	if (!c.priv)
+		drop_privileges(&c);
 	check(sys1(__NR_chdir, c.dir), "chdir");
 
 	if (c.flags & CLONE_NEWPID)
