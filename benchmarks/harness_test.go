@@ -80,23 +80,40 @@ func (l *latencies) add(d time.Duration) {
 	l.mu.Unlock()
 }
 
-func (l *latencies) report(b *testing.B) {
+func (l *latencies) report(b *testing.B) { l.reportAs(b, "") }
+
+// reportAs reports p50 and p99 with units prefixed by prefix ("attach-").
+func (l *latencies) reportAs(b *testing.B, prefix string) {
+	if l.count() == 0 {
+		return
+	}
+	b.ReportMetric(l.pct(0.50), prefix+"p50-us")
+	b.ReportMetric(l.pct(0.99), prefix+"p99-us")
+}
+
+func (l *latencies) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.d)
+}
+
+// pct is the p-th quantile in microseconds (0 when empty).
+func (l *latencies) pct(p float64) float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.d) == 0 {
-		return
+		return 0
 	}
 	slices.Sort(l.d)
-	pct := func(p float64) float64 {
-		return float64(l.d[min(len(l.d)-1, int(float64(len(l.d))*p))].Nanoseconds()) / 1e3
-	}
-	b.ReportMetric(pct(0.50), "p50-us")
-	b.ReportMetric(pct(0.99), "p99-us")
+	return float64(l.d[min(len(l.d)-1, int(float64(len(l.d))*p))].Nanoseconds()) / 1e3
 }
 
+func (l *latencies) p50() float64 { return l.pct(0.5) }
+
 // timed runs op b.N times, serially or with `workers` goroutines, and
-// reports p50/p99 and, when parallel, operations per second.
-func timed(b *testing.B, workers int, op func(i int) error) {
+// returns the latency of each op; when parallel it also reports operations
+// per second as sandboxes/s.
+func timed(b *testing.B, workers int, op func(i int) error) *latencies {
 	var lat latencies
 	b.ResetTimer()
 	start := time.Now()
@@ -142,8 +159,8 @@ func timed(b *testing.B, workers int, op func(i int) error) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	lat.report(b)
 	if workers > 1 {
 		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sandboxes/s")
 	}
+	return &lat
 }

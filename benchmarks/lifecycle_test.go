@@ -52,7 +52,7 @@ func BenchmarkLifecycle(b *testing.B) {
 			}
 			b.Run(name, func(b *testing.B) {
 				be := bk.make(b)
-				timed(b, workers, func(i int) error { return lifecycle(ctx, be, fmt.Sprintf("b%d", i), bk.spec) })
+				timed(b, workers, func(i int) error { return lifecycle(ctx, be, fmt.Sprintf("b%d", i), bk.spec) }).report(b)
 			})
 		}
 		benchPeers(b, workers)

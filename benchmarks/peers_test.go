@@ -52,7 +52,7 @@ func benchPeers(b *testing.B, workers int) {
 			rt, bundle := newPeer(b, name)
 			timed(b, workers, func(i int) error {
 				return rt.Run(ctx, bundle, fmt.Sprintf("b%d", i), []string{"/bin/true"}, io.Discard, io.Discard)
-			})
+			}).report(b)
 		})
 	}
 }
