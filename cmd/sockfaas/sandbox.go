@@ -83,7 +83,8 @@ type sandboxFlags struct {
 	CPUs     float64  `help:"CPU limit in CPUs, e.g. 0.5."`
 	Pids     int64    `help:"Maximum number of tasks."`
 	Hostname string   `help:"Hostname inside the sandbox (default: the sandbox ID)."`
-	Net      bool     `help:"Give the sandbox a private network namespace (loopback only)."`
+	Network  string   `help:"none (loopback only), host, shared (a NAT'd namespace behind a bridge) or isolated (one made for this sandbox)." default:"none" enum:"none,host,shared,isolated"`
+	Publish  []string `help:"Publish a container port on the host: [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp] (HOSTIP defaults to 127.0.0.1; needs --network shared or isolated). Repeatable." short:"p"`
 }
 
 func (f sandboxFlags) spec() (sandbox.Spec, error) {
@@ -92,9 +93,6 @@ func (f sandboxFlags) spec() (sandbox.Spec, error) {
 		Namespaces: sandbox.DefaultNamespaces,
 		Hostname:   f.Hostname,
 		Limits:     sandbox.Limits{CPUMillis: int64(f.CPUs * 1000), Pids: f.Pids},
-	}
-	if f.Net {
-		spec.Namespaces |= sandbox.NSNet
 	}
 	if f.Memory != "" {
 		n, err := units.RAMInBytes(f.Memory)
@@ -140,6 +138,11 @@ func (c *sandboxRunCmd) Run(ctx context.Context, g *globals, log zerolog.Logger)
 	if err != nil {
 		return err
 	}
+	release, err := attachNetwork(ctx, g, log, c.Network, c.Publish, &spec)
+	if err != nil {
+		return err
+	}
+	defer release()
 	be, err := newBackend(ctx, g, log, c.Backend)
 	if err != nil {
 		return err
@@ -163,9 +166,9 @@ func (c *sandboxRunCmd) Run(ctx context.Context, g *globals, log zerolog.Logger)
 		return err
 	}
 	st, err := p.Wait(ctx)
-	if err != nil { // interrupted: stop the command, then report
-		_ = p.Signal(15)
-		return err
+	if err != nil { // interrupted: the deferred Close kills the command
+		log.Info().Msg("interrupted: destroying the sandbox")
+		return exitCode(130)
 	}
 	switch {
 	case st.OOMKilled:
@@ -202,6 +205,9 @@ type cleanupCmd struct{}
 
 func (cleanupCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) error {
 	n, err := sweep(ctx, g, log)
+	m, nerr := sweepNetworks(ctx, g, log)
+	n += m
+	err = errors.Join(err, nerr)
 	fmt.Printf("cleaned up %d state director%s left by crashed runs\n", n, map[bool]string{true: "y", false: "ies"}[n == 1])
 	return err
 }
