@@ -787,14 +787,6 @@ func TestValidID(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{`/a\040b`: "/a b", `/x\134y`: `/x\y`, `/plain`: "/plain", `/end\04`: `/end\04`} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func BenchmarkBuildTeardown(b *testing.B) {
 	bench := func(b *testing.B, spec Spec) {
 		bl, _ := newTestBuilder(b)

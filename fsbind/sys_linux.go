@@ -1,7 +1,6 @@
 package fsbind
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/internal/mountinfo"
 )
 
 // The syscalls fsbind makes, wrapped once: EINTR is retried and errors name
@@ -193,67 +194,6 @@ func removeTree(dirfd int, name, show string, parentDev uint64) error {
 	return nil
 }
 
-// mountsUnder lists the mount points at or below dir in this process's
-// mount namespace, in mountinfo order (parents before children).
-func mountsUnder(dir string) ([]string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
-		}
-		// id parent major:minor root mountpoint options ...
-		var f [5][]byte
-		n := 0
-		for n < 5 {
-			line = bytes.TrimLeft(line, " ")
-			if len(line) == 0 {
-				break
-			}
-			end := bytes.IndexByte(line, ' ')
-			if end < 0 {
-				end = len(line)
-			}
-			f[n], line = line[:end], line[end:]
-			n++
-		}
-		if n < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(string(f[4]))
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	return out, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) the
-// kernel writes in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // umask returns the process umask without changing it (Linux 4.7+ reports
 // it in /proc/self/status); if it cannot be read, it assumes the worst so
 // that callers fix modes explicitly.
@@ -271,3 +211,7 @@ func umask() uint32 {
 	}
 	return 0o777
 }
+
+// mountsUnder lists the mount points at or below dir in this process's
+// mount namespace, in mountinfo order (parents before children).
+func mountsUnder(dir string) ([]string, error) { return mountinfo.Under(dir) }

@@ -1,8 +1,6 @@
 package peers
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sockfaas/sockfaas/internal/mountinfo"
 )
 
 // Cleanup removes everything b caused and then b itself: it deletes (`delete
@@ -186,44 +186,12 @@ func removeUnmounted(dir string) error {
 
 // eachMount calls f for each entry of /proc/self/mountinfo.
 func eachMount(f func(mountpoint, fstype string)) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	entries, err := mountinfo.Read()
 	if err != nil {
 		return err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source super-options
-		line := sc.Text()
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(tail) < 1 {
-			continue
-		}
-		f(unescapeMountinfo(fields[4]), tail[0])
+	for _, e := range entries {
+		f(e.Point, e.FSType)
 	}
-	return sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in a mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return nil
 }

@@ -7,10 +7,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 
+	"github.com/sockfaas/sockfaas/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,39 +60,6 @@ func StateDir(tb testing.TB) string {
 // MountsUnder lists the mount points at or below dir in this process's
 // mount namespace, in mount order.
 func MountsUnder(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescape(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	return out
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for space, ...).
-func unescape(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	m, _ := mountinfo.Under(dir)
+	return m
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sockfaas/sockfaas/internal/mountinfo"
 )
 
 // The v1 controllers the pool uses, in the order Paths lists hierarchies.
@@ -119,31 +121,12 @@ func parseMountLine(line string) (mountEntry, bool) {
 		return mountEntry{}, false
 	}
 	e := mountEntry{
-		root:   unescapeOctal(f[3]),
-		point:  unescapeOctal(f[4]),
+		root:   mountinfo.Unescape(f[3]),
+		point:  mountinfo.Unescape(f[4]),
 		fstype: f[sep+1],
 	}
 	if len(f) > sep+3 {
 		e.superOpts = strings.Split(f[sep+3], ",")
 	}
 	return e, true
-}
-
-// unescapeOctal undoes mountinfo's \ooo escapes (\040 for a space, ...).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
