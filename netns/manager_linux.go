@@ -16,6 +16,7 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/rs/zerolog"
+	"github.com/sockfaas/sockfaas/internal/statedir"
 	"golang.org/x/sys/unix"
 )
 
@@ -578,27 +579,15 @@ func cleanup(cfg Config, ipt *iptables.IPTables, log zerolog.Logger) error {
 	)
 }
 
-const lockName = "lock"
+const lockName = statedir.LockName
 
 // lockStateDir makes dir if needed and takes its lock, or fails with ErrBusy.
 func lockStateDir(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
+	f, err := statedir.Lock(dir)
+	if errors.Is(err, statedir.ErrLocked) {
+		return nil, fmt.Errorf("in use by another sockfaas network manager: %w: %w", ErrBusy, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("state directory lock: %w", err)
-	}
-	err = retryEINTR(func() error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) })
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		f.Close()
-		return nil, fmt.Errorf("state directory %s is in use by another sockfaas network manager: %w", dir, ErrBusy)
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock state directory %s: %w", dir, os.NewSyscallError("flock", err))
-	}
-	return f, nil
+	return f, err
 }
 
 // unlockStateDir removes the lock file (and the state directory, if that

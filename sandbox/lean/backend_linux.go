@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/fsbind"
+	"github.com/sockfaas/sockfaas/internal/statedir"
 	"github.com/sockfaas/sockfaas/sandbox"
 	"github.com/sockfaas/sockfaas/sandbox/cgpool"
 	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
@@ -103,25 +104,15 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 	return b, nil
 }
 
-// lockStateDir creates dir and takes an exclusive, non-blocking flock on
-// dir/lock. The kernel drops the lock when the owner dies, which is how a
-// later process knows the state is a crashed owner's and may be cleaned.
+// lockStateDir takes ownership of dir; the kernel drops the lock when the
+// owner dies, which is how a later process knows the state is a crashed
+// owner's and may be cleaned.
 func lockStateDir(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
+	f, err := statedir.Lock(dir)
+	if errors.Is(err, statedir.ErrLocked) {
+		return nil, fmt.Errorf("%w: %w", sandbox.ErrBusy, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("state dir lock: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		_ = f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("state dir %s is owned by another live process: %w", dir, sandbox.ErrBusy)
-		}
-		return nil, fmt.Errorf("lock state dir %s: %w", dir, err)
-	}
-	return f, nil
+	return f, err
 }
 
 // Cleanup removes what a crashed owner of stateDir left: it kills every
@@ -167,7 +158,7 @@ func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.
 // removeStateDir removes the lock file and the directory itself, leaving
 // the directory alone if something else lives in it.
 func removeStateDir(dir string) error {
-	_ = os.Remove(filepath.Join(dir, "lock"))
+	_ = os.Remove(filepath.Join(dir, statedir.LockName))
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("remove state dir: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
+	"github.com/sockfaas/sockfaas/internal/statedir"
 	"github.com/sockfaas/sockfaas/sandbox"
 )
 
@@ -72,19 +73,12 @@ func readJSON(file string, v any) error {
 type stateLock struct{ f *os.File }
 
 func lockState(dir string) (*stateLock, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+	f, err := statedir.Lock(dir)
+	if errors.Is(err, statedir.ErrLocked) {
+		return nil, fmt.Errorf("%w: %w", sandbox.ErrBusy, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("state directory %s is in use by another backend: %w", dir, sandbox.ErrBusy)
-		}
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return &stateLock{f: f}, nil
 }
