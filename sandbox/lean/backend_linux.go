@@ -81,7 +81,9 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 	}
 	undo = append(undo, func() { _ = b.lock.Close() })
 
-	if b.layout, err = cgpool.Detect(); err != nil {
+	if cfg.layout != nil {
+		b.layout = *cfg.layout
+	} else if b.layout, err = cgpool.Detect(); err != nil {
 		return nil, fmt.Errorf("detect cgroups: %w", err)
 	}
 	if err := cleanup(ctx, cfg, b.layout, b.log); err != nil {

@@ -1,6 +1,10 @@
 package lean
 
-import "github.com/rs/zerolog"
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/sockfaas/sockfaas/sandbox/cgpool"
+)
 
 // Defaults for New.
 const (
@@ -16,6 +20,7 @@ type config struct {
 	stateDir string
 	cgroup   string
 	poolSize int
+	layout   *cgpool.Layout
 	log      zerolog.Logger
 }
 
@@ -39,6 +44,10 @@ func WithCgroupName(name string) Option { return func(c *config) { c.cgroup = na
 // WithPoolSize sets how many cgroups are created up front. The pool grows on
 // demand beyond it.
 func WithPoolSize(n int) Option { return func(c *config) { c.poolSize = n } }
+
+// WithCgroupLayout overrides the detected cgroup layout, e.g. to use a
+// cgroup v2 hierarchy mounted somewhere else. nil means detect.
+func WithCgroupLayout(l *cgpool.Layout) Option { return func(c *config) { c.layout = l } }
 
 // WithLogger injects the logger; the default discards.
 func WithLogger(l zerolog.Logger) Option { return func(c *config) { c.log = l } }
