@@ -333,3 +333,23 @@ if { echo "$v" > /proc/sys/vm/swappiness; } 2>/dev/null; then echo writable; fi
 		t.Errorf("uid 0 in the sandbox can write the host-wide setting /proc/sys/vm/swappiness")
 	}
 }
+
+// checkNoInheritedFDs: a descriptor the host process holds without
+// close-on-exec (as a shell redirection or a supervisor would leave it) does
+// not reach the sandbox: an open directory there is a way out of the root.
+func checkNoInheritedFDs(t *testing.T, h *harness) {
+	fd, err := syscall.Open("/", syscall.O_RDONLY|syscall.O_DIRECTORY, 0) // deliberately no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	r := h.runOnce(t, sandbox.Spec{}, sh(`for f in /proc/self/fd/*; do echo "${f##*/}"; done`))
+	mustSucceed(t, "list descriptors", r)
+	for _, line := range r.lines() {
+		switch line {
+		case "0", "1", "2", "3": // stdio, and the shell's own handle on the directory it lists
+		default:
+			t.Fatalf("the sandbox holds descriptor %s (the host's non-close-on-exec fd was %d): %v", line, fd, r.lines())
+		}
+	}
+}

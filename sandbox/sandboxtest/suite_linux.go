@@ -22,6 +22,7 @@ var checks = []check{
 	{name: "OwnHostname", run: checkOwnHostname},
 	{name: "DefaultUserIsUnprivileged", run: checkUnprivileged},
 	{name: "UIDZeroCannotChangeHostKernelSettings", run: checkProcSysReadOnly},
+	{name: "InheritsNoHostDescriptors", run: checkNoInheritedFDs},
 	{name: "MemoryLimitOOMKills", run: checkMemoryLimit, limits: true},
 	{name: "PidsLimitStopsForkBomb", run: checkPidsLimit, limits: true},
 	{name: "CPULimitThrottles", run: checkCPULimit, limits: true},

@@ -22,6 +22,7 @@
 #include <asm/signal.h>
 #include <asm/unistd.h>
 #include <linux/capability.h>
+#include <linux/close_range.h>
 #include <linux/errno.h>
 #include <linux/fcntl.h>
 #include <linux/mount.h>
@@ -297,7 +298,7 @@ static void harden_proc(char *proc, unsigned long n)
 	proc[n] = 0;
 }
 
-static void enter_root(const char *root, int as_root)
+static void enter_root(const char *root, int as_root, int own_pids)
 {
 	char proc[PATH_BUF];
 	unsigned long n = 0;
@@ -309,7 +310,13 @@ static void enter_root(const char *root, int as_root)
 	if (!append(proc, sizeof proc, &n, root) ||
 	    !append(proc, sizeof proc, &n, "/proc"))
 		fail("mount proc", -ENAMETOOLONG);
-	check(sys5(__NR_mount, "proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
+	/*
+	 * Without a PID namespace of its own, /proc would list every process
+	 * of the host's: hidepid=invisible (Linux 5.8+) shows only the
+	 * program's own uid's.
+	 */
+	check(sys5(__NR_mount, "proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		   own_pids ? 0 : "hidepid=invisible"),
 	      "mount proc");
 	if (as_root)
 		harden_proc(proc, n);
@@ -455,6 +462,24 @@ static __attribute__((noreturn)) void run_init(const struct config *c)
 	}
 }
 
+/*
+ * Whatever descriptors the caller inherited from its own parent (a shell's
+ * redirections, a supervisor's sockets) must not reach the program: one
+ * open directory is a way out of the root. Go marks only the descriptors
+ * it opened itself close-on-exec. Everything from 3 up becomes
+ * close-on-exec here (PID 1 keeps its pipes: it never execs).
+ */
+static void close_inherited(void)
+{
+	long fd;
+
+	if (sys3(__NR_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+		return;
+	/* Before Linux 5.11: the slow way, up to a generous limit. */
+	for (fd = 3; fd < 65536; fd++)
+		sys3(__NR_fcntl, fd, F_SETFD, FD_CLOEXEC);
+}
+
 void start(long *sp)
 {
 	char **argv = (char **)(sp + 1);
@@ -481,10 +506,18 @@ void start(long *sp)
 		sys1(__NR_close, FD_NETNS);
 	}
 	if (c.root)
-		enter_root(c.root, c.uid == 0);
-	if (!c.priv)
+		enter_root(c.root, c.uid == 0, c.flags & CLONE_NEWPID);
+	if (!c.priv) {
 		drop_privileges(&c);
+		/*
+		 * Not dumpable: a uid-0 program could otherwise open PID 1's
+		 * status pipe through /proc/1/fd and forge its exit status. The
+		 * program itself becomes dumpable again at exec.
+		 */
+		check(sys5(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0), "set not dumpable");
+	}
 	check(sys1(__NR_chdir, c.dir), "chdir");
+	close_inherited();
 
 	if (c.flags & CLONE_NEWPID)
 		run_init(&c);
