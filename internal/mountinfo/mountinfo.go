@@ -20,9 +20,17 @@ type Entry struct {
 	SuperOptions string // per-superblock options
 }
 
-// Read parses the calling process's mount table.
+// Path is the mount table Read parses: the calling thread's. /proc/self is
+// the thread-group leader's view, and libraries that move a locked thread
+// into another mount namespace (libcontainer does) can leave the main
+// thread wedged there for good; Go never schedules other goroutines on a
+// thread in a foreign namespace, so the current thread's view is the
+// process's real one.
+const Path = "/proc/thread-self/mountinfo"
+
+// Read parses the calling thread's mount table.
 func Read() ([]Entry, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	data, err := os.ReadFile(Path)
 	if err != nil {
 		return nil, err
 	}

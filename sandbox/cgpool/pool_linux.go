@@ -14,12 +14,14 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/internal/mountinfo"
 )
 
-// Detect reads the cgroup layout of this process's mount namespace from
-// /proc/self/mountinfo.
+// Detect reads the cgroup layout of the calling thread's mount namespace
+// (see mountinfo.Path for why the thread's).
 func Detect() (Layout, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(mountinfo.Path)
 	if err != nil {
 		return Layout{}, fmt.Errorf("detect cgroup layout: %w", err)
 	}

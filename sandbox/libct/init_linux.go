@@ -2,6 +2,7 @@ package libct
 
 import (
 	"os"
+	"runtime"
 
 	"github.com/opencontainers/runc/libcontainer"
 	// nsenter's cgo constructor does the namespace work of "init" before the
@@ -11,6 +12,13 @@ import (
 	// the sandbox's device allow-list.
 	_ "github.com/opencontainers/cgroups/devices"
 )
+
+// The main goroutine keeps the main thread. libcontainer switches locked
+// threads into container namespaces; a locked goroutine that exits on the
+// main thread cannot take the thread with it (the main thread never
+// exits), which would leave the process's thread-group leader, and so
+// every /proc/self view, inside a dead container's namespaces.
+func init() { runtime.LockOSThread() }
 
 // Init must run at the very start of main (or TestMain) in every program
 // that uses this backend. When the binary was re-executed by libcontainer
