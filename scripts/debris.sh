@@ -24,6 +24,9 @@ mapfile -t cgs < <(find /sys/fs/cgroup -mindepth 1 -maxdepth 5 -type d -regextyp
 for c in "${cgs[@]}"; do
 	report "cgroup $c"
 	if ((clean)); then
+		# Frozen (paused) processes die only once thawed.
+		find "$c" -name freezer.state -exec sh -c 'for f; do echo THAWED >"$f"; done' _ {} + 2>/dev/null
+		find "$c" -name cgroup.freeze -exec sh -c 'for f; do echo 0 >"$f"; done' _ {} + 2>/dev/null
 		find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null
 	fi
 done
@@ -34,7 +37,8 @@ if ((clean)) && ((${#cgs[@]})); then
 	done
 fi
 
-for d in /run/sockfaas-test-* /run/sockfaas-bench-* /tmp/sockfaas-test-* /tmp/sockfaas-bench-*; do
+for d in /run/sockfaas-test-* /run/sockfaas-bench-* /tmp/sockfaas-test-* /tmp/sockfaas-bench-* \
+	/run/lock/sockfaas/cgroup%sockfaas-test-* /run/lock/sockfaas/cgroup%sockfaas-bench-*; do
 	[[ -e "$d" ]] || continue
 	report "directory $d"
 	((clean)) && rm -rf --one-file-system "$d"

@@ -22,6 +22,11 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrClosed: the pool has been closed.
 	ErrClosed = errors.New("cgroup pool closed")
+	// ErrBusy: a live pool in another process (or this one) owns the name.
+	ErrBusy = errors.New("cgroup name owned by a live pool")
+	// ErrForeign: a cgroup exists under the name that a pool did not make
+	// (children other than cg-N, or processes of its own); it is left alone.
+	ErrForeign = errors.New("cgroup not made by a sockfaas pool")
 )
 
 // Version is the cgroup layout in use.

@@ -1,11 +1,13 @@
 package cgpool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
+	"github.com/sockfaas/sockfaas/internal/statedir"
 )
 
 // Detect reads the cgroup layout of the calling thread's mount namespace
@@ -59,6 +62,64 @@ type Pool struct {
 	all    map[*Cgroup]struct{}
 	next   int
 	closed bool
+	owner  *os.File // the name's lock, held until Close
+}
+
+// LockDir holds one lock file per pool name: the kernel drops a lock when
+// its owner dies, which tells a live pool's name from a crashed one's.
+const LockDir = "/run/lock/sockfaas"
+
+// lockName takes the machine-wide lock of a pool name, or fails with
+// ErrBusy: two live pools must never share a name, since each kills
+// whatever it finds under its name as a crashed run's debris.
+func lockName(name string) (*os.File, error) {
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock directory: %w", err)
+	}
+	file := "cgroup" + strings.ReplaceAll(name, "/", "%")
+	f, err := statedir.LockFile(filepath.Join(LockDir, file))
+	if errors.Is(err, statedir.ErrLocked) {
+		return nil, fmt.Errorf("cgroup %s: %w", name, ErrBusy)
+	}
+	return f, err
+}
+
+// checkOwned refuses a parent that holds what a pool never makes:
+// children not named cg-N, or processes of its own. Such a cgroup belongs
+// to someone else (a service, another tool), and killing it would be a
+// disaster; the caller picked a wrong name.
+func (t tree) checkOwned() error {
+	for _, d := range t.dirs {
+		entries, err := os.ReadDir(d)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.IsDir() && !isPoolChild(e.Name()) {
+				return fmt.Errorf("%s has a child %q: %w", d, e.Name(), ErrForeign)
+			}
+		}
+		if procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil && len(bytes.TrimSpace(procs)) > 0 {
+			return fmt.Errorf("%s has processes of its own: %w", d, ErrForeign)
+		}
+	}
+	return nil
+}
+
+func isPoolChild(name string) bool {
+	n, ok := strings.CutPrefix(name, "cg-")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // New creates the parent cgroup cfg.Name in every hierarchy and cfg.Size
@@ -76,7 +137,15 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 		size = defaultSize
 	}
 	start := time.Now()
+	if p.owner, err = lockName(p.name); err != nil {
+		return nil, fmt.Errorf("new cgroup pool: %w", err)
+	}
+	if err := p.tree.checkOwned(); err != nil {
+		statedir.Unlock(p.owner)
+		return nil, fmt.Errorf("new cgroup pool %s: %w", p.name, err)
+	}
 	if found, err := p.tree.destroy(ctx); err != nil {
+		statedir.Unlock(p.owner)
 		return nil, fmt.Errorf("new cgroup pool %s: clean up a previous run: %w", p.name, err)
 	} else if found {
 		p.log.Info().Str("cgroup", p.name).Msg("removed cgroups left by a previous run")
@@ -86,6 +155,7 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 		defer cancel()
 		_, _ = p.tree.destroy(cctx)
 		p.removeCreated()
+		statedir.Unlock(p.owner)
 		return nil, fmt.Errorf("new cgroup pool %s: %w", p.name, err)
 	}
 	p.log.Info().Str("cgroup", p.name).Str("version", p.layout.Version.String()).
@@ -400,6 +470,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	defer cancel()
 	_, err := p.tree.destroy(ctx)
 	p.removeCreated()
+	statedir.Unlock(p.owner)
 	if err != nil {
 		return fmt.Errorf("close cgroup pool %s: %w", p.name, err)
 	}
@@ -446,6 +517,14 @@ func Cleanup(ctx context.Context, layout Layout, name string) error {
 	}
 	t, err := treeOf(layout, name)
 	if err != nil {
+		return fmt.Errorf("clean up cgroup %s: %w", name, err)
+	}
+	lock, err := lockName(name)
+	if err != nil {
+		return fmt.Errorf("clean up: %w", err)
+	}
+	defer statedir.Unlock(lock)
+	if err := t.checkOwned(); err != nil {
 		return fmt.Errorf("clean up cgroup %s: %w", name, err)
 	}
 	ctx, cancel := withDefaultTimeout(ctx, defaultDrain)

@@ -562,7 +562,13 @@ func TestCleanupAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The "crashed" pool is never closed before Cleanup.
+	// A live pool's name is not up for cleanup.
+	if err := Cleanup(ctx, p.layout, p.Name()); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Cleanup of a live pool's name: %v, want ErrBusy", err)
+	}
+	// The "crashed" pool is never closed before Cleanup: its process died,
+	// and the kernel dropped its lock.
+	p.owner.Close()
 	if err := Cleanup(ctx, p.layout, p.Name()); err != nil {
 		t.Fatal(err)
 	}
@@ -593,6 +599,8 @@ func TestNewCleansUpAPreviousRun(t *testing.T) {
 	if err := c.Attach(sleeper.pid()); err != nil {
 		t.Fatal(err)
 	}
+	// The crash: the kernel drops the dead process's lock on the name.
+	crashed.owner.Close()
 	// Cleanups run last-registered first: the new pool is closed before
 	// the crashed one's (by then empty) Close.
 	p := newTestPool(t, Config{Name: crashed.Name(), Size: 2})
@@ -702,5 +710,43 @@ func TestWriteErrorNamesTheFile(t *testing.T) {
 	}
 	if err := p.Put(context.Background(), c); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestForeignCgroupIsLeftAlone: a name that points at a cgroup a pool did
+// not make (a service's) is refused, and nothing in it is touched.
+func TestForeignCgroupIsLeftAlone(t *testing.T) {
+	testutil.RequiresRoot(t)
+	layout, err := Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "/" + testutil.UniqueName(t)
+	tr, err := treeOf(layout, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range tr.dirs {
+		if err := os.MkdirAll(d+"/service", 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range tr.dirs {
+			_ = os.Remove(d + "/service")
+			_ = os.Remove(d)
+		}
+	})
+	ctx := testCtx(t, 10*time.Second)
+	if err := Cleanup(ctx, layout, name); !errors.Is(err, ErrForeign) {
+		t.Fatalf("Cleanup of a foreign cgroup: %v, want ErrForeign", err)
+	}
+	if _, err := New(ctx, Config{Name: name, Size: 1, Layout: &layout}); !errors.Is(err, ErrForeign) {
+		t.Fatalf("New on a foreign cgroup: %v, want ErrForeign", err)
+	}
+	for _, d := range tr.dirs {
+		if _, err := os.Stat(d + "/service"); err != nil {
+			t.Fatalf("foreign child touched: %v", err)
+		}
 	}
 }

@@ -98,7 +98,7 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 	}
 	undo = append(undo, func() { _ = b.roots.Close(context.Background()) })
 	if b.cgroups, err = cgpool.New(ctx, cgpool.Config{Name: cfg.cgroup, Size: cfg.poolSize, Layout: &b.layout, Logger: b.log}); err != nil {
-		return nil, fmt.Errorf("cgroup pool: %w", err)
+		return nil, fmt.Errorf("cgroup pool: %w", cgpoolError(err))
 	}
 	undo = append(undo, func() { _ = b.cgroups.Close(context.Background()) })
 	b.log.Info().Str("state", cfg.stateDir).Str("cgroup", cfg.cgroup).Int("pool", cfg.poolSize).
@@ -149,7 +149,7 @@ func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.
 	}
 	// Processes first: once the cgroups are empty nothing holds the roots.
 	if err := cgpool.Cleanup(ctx, layout, cfg.cgroup); err != nil {
-		return fmt.Errorf("clean up cgroups: %w", err)
+		return fmt.Errorf("clean up cgroups: %w", cgpoolError(err))
 	}
 	if err := fsbind.Cleanup(ctx, cfg.rootsDir()); err != nil {
 		return fmt.Errorf("clean up roots: %w", err)
@@ -228,10 +228,7 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 	cg, err := b.cgroups.Get(ctx, cgLimits(spec.Limits))
 	if err != nil {
 		_ = root.Teardown()
-		if errors.Is(err, cgpool.ErrUnsupported) {
-			err = fmt.Errorf("%w: %w", sandbox.ErrUnsupported, err)
-		}
-		return nil, fmt.Errorf("create %q: %w", id, err)
+		return nil, fmt.Errorf("create %q: %w", id, cgpoolError(err))
 	}
 	s := &Sandbox{b: b, id: id, spec: spec, root: root, cg: cg}
 	if err := writeRecord(root.Dir, record{ID: id, Root: root.Path, Cgroup: cg.Name(), Created: time.Now()}); err != nil {
@@ -333,4 +330,17 @@ func (b *Backend) Close(ctx context.Context) error {
 
 func cgLimits(l sandbox.Limits) cgpool.Limits {
 	return cgpool.Limits{MemoryBytes: l.MemoryBytes, CPUMillis: l.CPUMillis, Pids: l.Pids}
+}
+
+// cgpoolError adds the sandbox vocabulary to the pool's errors.
+func cgpoolError(err error) error {
+	switch {
+	case errors.Is(err, cgpool.ErrBusy):
+		return fmt.Errorf("%w: %w", sandbox.ErrBusy, err)
+	case errors.Is(err, cgpool.ErrForeign), errors.Is(err, cgpool.ErrInvalid):
+		return fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+	case errors.Is(err, cgpool.ErrUnsupported):
+		return fmt.Errorf("%w: %w", sandbox.ErrUnsupported, err)
+	}
+	return err
 }

@@ -59,6 +59,36 @@ func TestStateDirHasOneOwner(t *testing.T) {
 	}
 }
 
+// TestCgroupNameHasOneOwner: a second backend with its own state dir but
+// the first one's cgroup name is refused, and the first one's sandboxes
+// live on (each backend kills whatever it finds under its name).
+func TestCgroupNameHasOneOwner(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	cg := "/" + testutil.UniqueName(t)
+	a := newBackend(t, testutil.StateDir(t), cg)
+	sb, err := a.Create(ctx, "a", sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/sleep", "30"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lean.New(ctx, lean.WithStateDir(testutil.StateDir(t)), lean.WithCgroupName(cg)); !errors.Is(err, sandbox.ErrBusy) {
+		t.Fatalf("second backend on the same cgroup name: %v, want ErrBusy", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if st, err := p.Wait(short); err == nil {
+		t.Fatalf("the first backend's sandbox died: %+v", st)
+	}
+	// A name that holds someone else's cgroups is refused, not cleaned.
+	if _, err := lean.New(ctx, lean.WithStateDir(testutil.StateDir(t)), lean.WithCgroupName("/")); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("cgroup name /: %v, want ErrInvalid", err)
+	}
+}
+
 // crashChildEnv makes the test binary act as a process that holds sandboxes
 // until it is killed.
 const crashChildEnv = "SOCKFAAS_LEAN_CRASH_CHILD"
