@@ -1,0 +1,880 @@
+"""sockfaas fork server (a zygote): pre-imports packages, then forks children
+that move themselves into other sandboxes.
+
+Usage (started by the Go side, package zygote, as uid 0 with every
+capability, in a lean sandbox of its own without a PID namespace)::
+
+    python3 -I forkserver.py --socket /scratch/zygote.sock \
+        [--import numpy,pandas] [--path DIR[:DIR...]]
+
+Once the socket listens it prints "ready" on stdout and from then on writes
+only to stderr. An ImportError of a pre-imported package is fatal: it is
+reported on stderr ("error: import numpy: ...") and the server exits 2.
+
+Protocol: one SOCK_SEQPACKET connection per fork. The client sends ONE
+message: JSON plus the file descriptors it names (SCM_RIGHTS)::
+
+    {"op": "fork", "kind": "exec" | "serve" | "zygote",
+     "fds": ["root", "cgroup", "cgroup", ..., "netns"?, "stdin"?, "stdout"?, "stderr"?],
+     "uid": N, "gid": N, "hostname": "...", "dir": "/", "env": ["K=V", ...],
+     "argv": [...],            # exec
+     "function": {...},        # serve: cfg for instance.serve
+     "packages": [...],        # zygote: imported by the child after it moved
+     "pidns": false,           # exec only: run the program in a new PID namespace
+     "newnet": false,          # unshare a private network namespace (loopback up)
+     "timeout_ms": 60000}      # how long the child may take to become ready
+
+"root" is a detached mount tree (open_tree clone of the target sandbox's
+root), "cgroup" each cgroup.procs file of the target cgroup (one per v1
+hierarchy), "netns" a network namespace to join.
+
+The server forks; the child isolates itself (steps below) and reports back
+on a close-on-exec pipe. The server then answers {"ok": true, "pid": P} (P a
+host pid: exec once execve succeeded, serve/zygote once the child's socket
+listens) or {"ok": false, "error": "<step>: <message>"}. The connection stays
+open: when the child exits the server sends {"op": "exit", "pid": P,
+"status": <raw wait status>} and closes it. If the client closes the
+connection first, the child is SIGKILLed.
+
+The child's steps, in order: join the target cgroup (first, so every page it
+touches from then on is charged there), setsid, unshare mount+uts+ipc (and
+net/pid when asked), join the given network namespace, make every mount
+private, stack the cloned root on this server's /tmp, mount proc with
+hidepid=invisible (without a PID namespace, instances are kept apart by
+running each as its own uid: hidepid hides other uids' processes and kill()
+across uids fails), bind the host-wide parts of /proc read-only for uid 0,
+pivot_root into the root, set the hostname, and (except for a child zygote)
+drop privileges for good: no_new_privs, empty bounding and ambient sets,
+no supplementary groups, the target uid/gid, no capabilities.
+
+With "pidns" (exec only) the program runs in a new PID namespace: the
+forked child stays outside it as a small monitor, forks a reaper as PID 1
+and the program as PID 2, reports the program's host pid, and exits
+mirroring the program's status (a signal death included). Signals sent to
+the program's host pid reach it normally, since it is not PID 1.
+
+Everything the children need (ctypes functions, the instance module) is
+resolved here before forking: a lookup in the child would cost each child
+the same work again, and gc.freeze() before each fork keeps the imported
+objects' pages shared copy-on-write.
+
+Standard library only (Python 3.9 or newer) and ctypes.
+"""
+
+import ctypes
+import errno
+import fcntl
+import gc
+import importlib
+import json
+import os
+import platform
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+if RUNTIME_DIR not in sys.path:
+    sys.path.insert(0, RUNTIME_DIR)
+
+# ---------------------------------------------------------------- kernel ABI
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "move_mount": 429},
+    "aarch64": {"pivot_root": 41, "capset": 91, "move_mount": 429},
+}
+
+# /proc entries that expose host-wide settings; a uid-0 sandbox process owns
+# them despite having no capabilities, so they are bound read-only.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+
+# Signals a monitor passes on to the program it watches.
+_FORWARDED = [s for s in signal.valid_signals()
+              if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD) and s < signal.SIGRTMIN]
+
+READY_TIMEOUT_MS = 60000
+MAX_REQUEST = 1 << 20
+MAX_FDS = 64
+
+
+class StepError(Exception):
+    """A setup step in a child failed; str() is "<step>: <message>"."""
+
+    def __init__(self, step, message):
+        super().__init__("%s: %s" % (step, message))
+
+
+class _Sys:
+    """libc functions and raw syscalls, resolved once in the zygote so that
+    forked children pay nothing to look them up."""
+
+    def __init__(self):
+        nr = _SYSCALLS.get(platform.machine())
+        if nr is None:
+            raise RuntimeError("unsupported machine %s" % platform.machine())
+        libc = ctypes.CDLL(None, use_errno=True)
+        L, I, U, P = ctypes.c_long, ctypes.c_int, ctypes.c_ulong, ctypes.c_char_p
+
+        def fn(name, restype, *argtypes):
+            f = getattr(libc, name)
+            f.restype = restype
+            f.argtypes = list(argtypes)
+            return f
+
+        self._mount = fn("mount", I, P, P, P, U, P)
+        self._umount2 = fn("umount2", I, P, I)
+        self._unshare = fn("unshare", I, I)
+        self._setns = fn("setns", I, I, I)
+        self._sethostname = fn("sethostname", I, P, ctypes.c_size_t)
+        self._prctl = fn("prctl", I, I, U, U, U, U)
+        self._syscall = fn("syscall", L, L, L, L, L, L, L)
+        self._nr = nr
+        # capset's header and data (two 32-bit halves), all zero: no
+        # effective, permitted or inheritable capability.
+        self._cap_header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+        self._cap_data = (ctypes.c_uint32 * 6)()
+
+    @staticmethod
+    def _check(ret):
+        if ret < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return ret
+
+    def mount(self, source, target, fstype, flags, data=None):
+        self._check(self._mount(source, target, fstype, flags, data))
+
+    def umount2(self, target, flags):
+        self._check(self._umount2(target, flags))
+
+    def unshare(self, flags):
+        self._check(self._unshare(flags))
+
+    def setns(self, fd, nstype):
+        self._check(self._setns(fd, nstype))
+
+    def sethostname(self, name):
+        self._check(self._sethostname(name, len(name)))
+
+    def prctl(self, option, a2=0, a3=0, a4=0, a5=0):
+        return self._check(self._prctl(option, a2, a3, a4, a5))
+
+    def pivot_root(self, new, old):
+        a = ctypes.c_char_p(new)
+        b = ctypes.c_char_p(old)
+        self._check(self._syscall(self._nr["pivot_root"], ctypes.cast(a, ctypes.c_void_p).value,
+                                  ctypes.cast(b, ctypes.c_void_p).value, 0, 0, 0))
+
+    def move_mount(self, from_fd, to_path):
+        empty = ctypes.c_char_p(b"")
+        to = ctypes.c_char_p(to_path)
+        self._check(self._syscall(self._nr["move_mount"], from_fd,
+                                  ctypes.cast(empty, ctypes.c_void_p).value, AT_FDCWD,
+                                  ctypes.cast(to, ctypes.c_void_p).value, MOVE_MOUNT_F_EMPTY_PATH))
+
+    def capset_none(self):
+        self._check(self._syscall(self._nr["capset"], ctypes.addressof(self._cap_header),
+                                  ctypes.addressof(self._cap_data), 0, 0, 0))
+
+
+SYS = None  # set by main (or by the first ForkServer)
+instance = None  # the instance module, imported before the first fork
+
+
+def _step(name, f, *args):
+    try:
+        return f(*args)
+    except OSError as e:
+        raise StepError(name, e.strerror or str(e))
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _close_except(keep):
+    """Closes every fd from 3 up that is not in keep."""
+    lo = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, 1 << 20)
+
+
+def _report(fd, line):
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _loopback_up():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req + b"\0" * 22)[:18])[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP) + b"\0" * 22)
+    finally:
+        s.close()
+
+
+def _mount_proc(target, uid, harden):
+    _step("mount proc", SYS.mount, b"proc", target, b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          b"hidepid=invisible")
+    if harden:
+        for name in PROC_READONLY:
+            p = target + b"/" + name.encode()
+            if not os.path.lexists(p):
+                continue
+            _step("protect /proc", SYS.mount, p, p, None, MS_BIND | MS_REC, None)
+            _step("protect /proc", SYS.mount, p, p, None,
+                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+
+
+def _drop_privileges(uid, gid):
+    _step("no_new_privs", SYS.prctl, PR_SET_NO_NEW_PRIVS, 1)
+    cap = 0
+    while True:
+        try:
+            SYS.prctl(PR_CAPBSET_DROP, cap)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                break
+            raise StepError("drop capabilities", e.strerror)
+        cap += 1
+        if cap > 63:
+            break
+    _step("drop capabilities", SYS.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    _step("setgroups", os.setgroups, [])
+    _step("setgid", os.setresgid, gid, gid, gid)
+    _step("setuid", os.setresuid, uid, uid, uid)
+    _step("drop capabilities", SYS.capset_none)
+
+
+def _set_stdio(fds):
+    for target, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        fd = fds.get(name)
+        if fd is None:
+            continue
+        if fd != target:
+            _step("stdio", os.dup2, fd, target)
+        else:
+            os.set_inheritable(fd, True)
+    for name in ("stdin", "stdout", "stderr"):
+        fd = fds.get(name)
+        if fd is not None and fd > 2:
+            os.close(fd)
+
+
+def _environ(req):
+    env = {}
+    for kv in req.get("env") or []:
+        k, sep, v = kv.partition("=")
+        if sep and k:
+            env[k] = v
+    return env
+
+
+def _reset_signals():
+    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(s, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _exec(req, ready_w):
+    argv = [str(a) for a in req.get("argv") or []]
+    if not argv or not argv[0]:
+        raise StepError("exec", "empty argv")
+    env = _environ(req)
+    _reset_signals()
+    name = argv[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    err = None
+    for c in candidates:
+        try:
+            os.execve(c, argv, env)
+        except OSError as e:
+            # Like execvp: a denied candidate is remembered, a missing one
+            # lets the search go on.
+            if e.errno == errno.EACCES:
+                err = e
+            elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ESTALE,
+                                 errno.ENODEV, errno.ETIMEDOUT):
+                err = e
+                break
+            elif err is None:
+                err = e
+    raise StepError("exec %r" % name, err.strerror if err else "not found")
+
+
+def _reap_forever():
+    """PID 1 of an exec child's PID namespace: reaps orphans until killed."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        signal.sigwait({signal.SIGCHLD})
+
+
+def _monitor(req, fds, ready_w, uid, gid):
+    """Runs in the forked child after it entered the root with a new PID
+    namespace pending: forks the reaper (PID 1) and the program (PID 2),
+    then mirrors the program's exit."""
+    reaper = os.fork()
+    if reaper == 0:
+        try:
+            SYS.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            os.closerange(0, 1 << 20)
+            _reap_forever()
+        finally:
+            os._exit(0)
+    prog = os.fork()
+    if prog == 0:
+        try:
+            _mount_proc(b"/proc", uid, uid == 0)
+            _drop_privileges(uid, gid)
+            _step("chdir", os.chdir, req.get("dir") or "/")
+            _set_stdio(fds)
+            _exec(req, ready_w)
+        except StepError as e:
+            _report(ready_w, "error " + str(e))
+        except BaseException as e:
+            _report(ready_w, "error exec: %s" % e)
+        os._exit(127)
+    # The monitor holds nothing the program's readers wait for.
+    _report(ready_w, "pid %d" % prog)
+    os.close(ready_w)
+    for name in ("stdin", "stdout", "stderr"):
+        if fds.get(name) is not None:
+            try:
+                os.close(fds[name])
+            except OSError:
+                pass
+    os.closerange(0, 3)
+    # Signals sent to the monitor go to the program, as they would to a
+    # process without a PID namespace.
+    def forward(sig, frame):
+        try:
+            os.kill(prog, sig)
+        except OSError:
+            pass
+
+    for s in _FORWARDED:
+        try:
+            signal.signal(s, forward)
+        except (OSError, ValueError):
+            pass
+    while True:
+        try:
+            _, status = os.waitpid(prog, 0)
+            break
+        except ChildProcessError:
+            status = 0x7F00  # cannot happen: prog is our child
+            break
+    # Ending PID 1 kills whatever the program left in its namespace.
+    try:
+        os.kill(reaper, signal.SIGKILL)
+        os.waitpid(reaper, 0)
+    except OSError:
+        pass
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for s in _FORWARDED:
+            try:
+                signal.signal(s, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 127)
+
+
+def _child(server, req, fds, ready_w):
+    """The forked child: never returns."""
+    try:
+        server.close_in_child()
+        keep = {ready_w}
+        for v in fds.values():
+            keep.update(v if isinstance(v, list) else [v])
+        _close_except(keep)
+        kind = req["kind"]
+        uid, gid = int(req.get("uid", 65534)), int(req.get("gid", 65534))
+        pidns = bool(req.get("pidns")) and kind == "exec"
+
+        for fd in fds["cgroup"]:
+            _step("join cgroup", os.write, fd, b"0")
+            os.close(fd)
+        _step("setsid", os.setsid)
+        flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+        if req.get("newnet"):
+            flags |= CLONE_NEWNET
+        if pidns:
+            flags |= CLONE_NEWPID
+        _step("unshare", SYS.unshare, flags)
+        if fds.get("netns") is not None:
+            _step("join network namespace", SYS.setns, fds["netns"], CLONE_NEWNET)
+            os.close(fds.pop("netns"))
+        elif req.get("newnet"):
+            _step("loopback up", _loopback_up)
+        _step("make mounts private", SYS.mount, b"", b"/", None, MS_REC | MS_PRIVATE, None)
+        _step("attach root", SYS.move_mount, fds["root"], b"/tmp")
+        os.close(fds.pop("root"))
+        _step("enter root", os.chdir, "/tmp")
+        if not pidns:
+            _mount_proc(b"proc", uid, uid == 0 and kind != "zygote")
+        _step("pivot_root", SYS.pivot_root, b".", b".")
+        _step("detach old root", SYS.umount2, b".", MNT_DETACH)
+        _step("enter root", os.chdir, "/")
+        hostname = (req.get("hostname") or "").encode()
+        if hostname:
+            _step("sethostname", SYS.sethostname, hostname)
+        if pidns:
+            _monitor(req, fds, ready_w, uid, gid)  # never returns
+        if kind != "zygote":
+            _drop_privileges(uid, gid)
+            if kind == "serve":
+                # A changed uid made us non-dumpable, which would leave
+                # /proc/self root-owned; an instance is an ordinary process.
+                SYS.prctl(PR_SET_DUMPABLE, 1)
+        _step("chdir", os.chdir, req.get("dir") or "/")
+        _set_stdio(fds)
+        if kind == "exec":
+            _exec(req, ready_w)
+        env = _environ(req)
+        os.environ.clear()
+        os.environ.update(env)
+
+        def ready():
+            _report(ready_w, "ok")
+            os.close(ready_w)
+
+        if kind == "serve":
+            if instance is None:
+                raise StepError("serve", "the instance module is not available")
+            try:
+                instance.serve(req.get("function") or {}, ready=ready)
+            except instance.StartupError as e:
+                raise StepError("load", "%s: %s" % (e.kind, e))
+            os._exit(0)
+        if kind == "zygote":
+            _become_zygote(req, ready)
+        raise StepError("fork", "unknown kind %r" % kind)
+    except StepError as e:
+        _report(ready_w, "error " + str(e))
+    except BaseException as e:
+        _report(ready_w, "error %s: %s" % (type(e).__name__, e))
+    os._exit(127)
+
+
+def _become_zygote(req, ready):
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for p in req.get("paths") or []:
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    for name in req.get("packages") or []:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:
+            raise StepError("import %s" % name, "%s: %s" % (type(e).__name__, e))
+    server = ForkServer(req.get("socket") or "/scratch/zygote.sock")
+    ready()
+    server.serve()
+    os._exit(0)
+
+
+# ---------------------------------------------------------------- the server
+
+
+class _Fork:
+    """One fork request: its connection and its child."""
+
+    def __init__(self, conn, pid, ready_r, deadline):
+        self.conn = conn
+        self.pid = pid  # the forked child's pid
+        self.report_pid = pid  # the pid the client sees (the program, with pidns)
+        self.ready_r = ready_r
+        self.buf = b""
+        self.deadline = deadline
+        self.replied = False
+        self.status = None  # raw wait status once reaped
+        self.watched = True  # conn registered in the selector
+
+
+class ForkServer:
+    def __init__(self, path):
+        global SYS
+        if SYS is None:
+            SYS = _Sys()
+        SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.nofile = (soft, hard)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(path)
+        os.chmod(path, 0o600)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
+        signal.signal(signal.SIGCHLD, lambda s, f: None)
+        signal.set_wakeup_fd(self.wake_w)
+        self.conns = set()  # connections not yet carrying a fork
+        self.forks = {}  # child pid -> _Fork
+
+    def close_in_child(self):
+        """Drops, in a forked child, everything the server holds."""
+        signal.set_wakeup_fd(-1)
+        for s in (signal.SIGCHLD,):
+            signal.signal(s, signal.SIG_DFL)
+        self.sel.close()
+        self.listener.close()
+        for c in self.conns:
+            c.close()
+        for f in self.forks.values():
+            if f.conn is not None:
+                f.conn.close()
+            if f.ready_r is not None:
+                os.close(f.ready_r)
+        self.conns.clear()
+        self.forks.clear()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
+
+    # -- main loop
+
+    def serve(self):
+        while True:
+            timeout = None
+            now = time.monotonic()
+            for f in self.forks.values():
+                if not f.replied:
+                    t = max(0.0, f.deadline - now)
+                    timeout = t if timeout is None else min(timeout, t)
+            for key, _ in self.sel.select(timeout):
+                what, obj = key.data
+                if what == "listen":
+                    self._accept()
+                elif what == "wake":
+                    self._reap()
+                elif what == "conn":
+                    self._request(obj)
+                elif what == "running":
+                    self._conn_event(obj)
+                elif what == "ready":
+                    self._ready_event(obj)
+            self._reap()
+            self._expire()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                print("zygote: accept: %s" % e, file=sys.stderr, flush=True)
+                return
+            conn.setblocking(False)
+            self.conns.add(conn)
+            self.sel.register(conn, selectors.EVENT_READ, ("conn", conn))
+
+    def _drop_conn(self, conn):
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        self.conns.discard(conn)
+        conn.close()
+
+    @staticmethod
+    def _send(conn, msg):
+        try:
+            conn.send(json.dumps(msg).encode())
+        except OSError:
+            pass
+
+    def _request(self, conn):
+        try:
+            data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, MAX_FDS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop_conn(conn)
+            return
+        try:
+            if not data:
+                return self._drop_conn(conn)
+            try:
+                req = json.loads(data)
+                named = self._name_fds(req, fds)
+            except (ValueError, KeyError, TypeError) as e:
+                self._send(conn, {"ok": False, "error": "request: %s" % e})
+                return self._drop_conn(conn)
+            fds = []  # owned by named now
+            self._fork(conn, req, named)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @staticmethod
+    def _name_fds(req, fds):
+        if req.get("op") != "fork":
+            raise ValueError("unknown op %r" % req.get("op"))
+        if req.get("kind") not in ("exec", "serve", "zygote"):
+            raise ValueError("unknown kind %r" % req.get("kind"))
+        names = req.get("fds") or []
+        if len(names) != len(fds):
+            raise ValueError("%d fds named, %d passed" % (len(names), len(fds)))
+        named = {"cgroup": []}
+        for name, fd in zip(names, fds):
+            if name == "cgroup":
+                named["cgroup"].append(fd)
+            elif name in ("root", "netns", "stdin", "stdout", "stderr") and name not in named:
+                named[name] = fd
+            else:
+                raise ValueError("unexpected fd %r" % name)
+        if "root" not in named or not named["cgroup"]:
+            raise ValueError("a root and at least one cgroup fd are required")
+        return named
+
+    def _fork(self, conn, req, named):
+        ready_r, ready_w = os.pipe()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            gc.unfreeze()
+            self._close_named(named)
+            os.close(ready_r)
+            os.close(ready_w)
+            self._send(conn, {"ok": False, "error": "fork: %s" % e.strerror})
+            return self._drop_conn(conn)
+        if pid == 0:
+            _child(self, req, named, ready_w)  # never returns
+            os._exit(127)
+        gc.unfreeze()
+        os.close(ready_w)
+        self._close_named(named)
+        os.set_blocking(ready_r, False)
+        timeout = float(req.get("timeout_ms") or READY_TIMEOUT_MS) / 1000.0
+        f = _Fork(conn, pid, ready_r, time.monotonic() + timeout)
+        self.forks[pid] = f
+        self.conns.discard(conn)
+        self.sel.modify(conn, selectors.EVENT_READ, ("running", f))
+        self.sel.register(ready_r, selectors.EVENT_READ, ("ready", f))
+
+    @staticmethod
+    def _close_named(named):
+        for v in named.values():
+            for fd in v if isinstance(v, list) else [v]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _conn_event(self, f):
+        """The client wrote or closed; the only thing it may do is close."""
+        try:
+            data = f.conn.recv(16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            return
+        try:
+            os.kill(f.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        # Keep the connection for the exit message (a client that only shut
+        # down its side still reads it), but stop watching it.
+        self.sel.unregister(f.conn)
+        f.watched = False
+
+    def _ready_event(self, f):
+        try:
+            chunk = os.read(f.ready_r, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            f.buf += chunk
+            return
+        self._finish_ready(f)
+
+    def _finish_ready(self, f, timeout=False):
+        self.sel.unregister(f.ready_r)
+        os.close(f.ready_r)
+        f.ready_r = None
+        error = None
+        for line in f.buf.decode("utf-8", "replace").splitlines():
+            if line.startswith("pid "):
+                f.report_pid = int(line[4:])
+            elif line.startswith("error "):
+                error = error or line[6:]
+        if timeout:
+            error = "timeout: the child was not ready in time"
+        f.replied = True
+        if error is not None:
+            try:
+                os.kill(f.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            if f.conn is not None:
+                self._send(f.conn, {"ok": False, "error": error})
+        elif f.conn is not None:
+            self._send(f.conn, {"ok": True, "pid": f.report_pid})
+        if f.status is not None:
+            self._exited(f)
+
+    def _exited(self, f):
+        self.forks.pop(f.pid, None)
+        if f.conn is not None:
+            self._send(f.conn, {"op": "exit", "pid": f.report_pid, "status": f.status})
+            if f.watched:
+                self.sel.unregister(f.conn)
+            f.conn.close()
+            f.conn = None
+
+    def _reap(self):
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            f = self.forks.get(pid)
+            if f is None:
+                continue  # an orphan we adopted as subreaper
+            f.status = status
+            if f.replied:
+                self._exited(f)
+
+    def _expire(self):
+        now = time.monotonic()
+        for f in list(self.forks.values()):
+            if not f.replied and f.ready_r is not None and now >= f.deadline:
+                self._finish_ready(f, timeout=True)
+
+
+# ---------------------------------------------------------------- main
+
+
+def _parse(argv):
+    opts = {"socket": "/scratch/zygote.sock", "import": "", "path": ""}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--socket", "--import", "--path") and i + 1 < len(argv):
+            opts[a[2:]] = argv[i + 1]
+            i += 2
+        else:
+            raise SystemExit("usage: forkserver.py --socket PATH [--import a,b] [--path DIR:DIR]")
+    return opts
+
+
+def main(argv=None):
+    global SYS, instance
+    opts = _parse(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for p in reversed([p for p in opts["path"].split(":") if p]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    try:
+        SYS = _Sys()
+    except (OSError, RuntimeError, AttributeError) as e:
+        print("error: resolve libc: %s" % e, file=sys.stderr, flush=True)
+        return 2
+    try:
+        import instance as _instance
+
+        instance = _instance
+    except ImportError as e:
+        print("warning: import instance: %s (serve forks will fail)" % e, file=sys.stderr, flush=True)
+    for name in [n for n in opts["import"].split(",") if n]:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:
+            print("error: import %s: %s: %s" % (name, type(e).__name__, e), file=sys.stderr, flush=True)
+            return 2
+    try:
+        server = ForkServer(opts["socket"])
+    except OSError as e:
+        print("error: listen on %s: %s" % (opts["socket"], e), file=sys.stderr, flush=True)
+        return 2
+    gc.collect()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+# The module exists but has no lambda_handler.
+def other(event, context):
+    return event

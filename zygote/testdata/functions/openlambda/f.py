@@ -1,0 +1,2 @@
+def f(event):
+    return {"style": "openlambda", "echo": event}
