@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -168,34 +167,6 @@ func (z *Zygote) binds() []fsbind.Bind {
 	return append([]fsbind.Bind{{Source: z.cfg.RuntimeDir, Dest: RuntimeDir}}, z.cfg.PackageDirs...)
 }
 
-// LibraryPath returns an LD_LIBRARY_PATH value naming the directories of
-// the shared libraries the host reaches through /etc/alternatives, or "".
-// Debian resolves numpy's libblas.so.3 and liblapack.so.3 that way, and the
-// default host base of a sandbox has a generated /etc without
-// alternatives: with this path the loader finds the libraries directly.
-// Zygotes set it themselves; a fresh interpreter in such a sandbox needs it
-// as well.
-func LibraryPath() string {
-	entries, err := os.ReadDir("/etc/alternatives")
-	if err != nil {
-		return ""
-	}
-	var dirs []string
-	for _, e := range entries {
-		if !strings.Contains(e.Name(), ".so") {
-			continue
-		}
-		target, err := os.Readlink(filepath.Join("/etc/alternatives", e.Name()))
-		if err != nil || !(strings.HasPrefix(target, "/usr/lib/") || strings.HasPrefix(target, "/lib/")) {
-			continue
-		}
-		if d := filepath.Dir(target); !slices.Contains(dirs, d) {
-			dirs = append(dirs, d)
-		}
-	}
-	return strings.Join(dirs, ":")
-}
-
 func (z *Zygote) paths() []string {
 	var out []string
 	for _, b := range z.cfg.PackageDirs {
@@ -312,9 +283,6 @@ func waitReadyLine(ctx context.Context, r *os.File, timeout time.Duration) error
 
 func (z *Zygote) env() []string {
 	env := append([]string(nil), defaultEnv...)
-	if lp := LibraryPath(); lp != "" {
-		env = append(env, "LD_LIBRARY_PATH="+lp)
-	}
 	return append(env, z.cfg.Env...)
 }
 
