@@ -11,7 +11,11 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: setup
-setup: ## install the Debian packages sockfaas and its tests need (idempotent)
+setup: ## install the Debian packages sockfaas needs (idempotent)
+	@scripts/setup.sh
+
+.PHONY: setup-peers
+setup-peers: ## also install the peers the tests and benchmarks compare against (runc, crun, ...)
 	@scripts/setup.sh --peers
 
 .PHONY: build
@@ -23,15 +27,17 @@ demo: setup build ## the main job: create a lean sandbox and run commands in it
 	$(BIN) demo
 
 .PHONY: test
-test: setup ## the whole suite (root-only tests skip when not root), then check nothing leaked
+test: setup-peers ## the whole suite (root-only tests skip when not root), then check nothing leaked
 	@scripts/debris.sh --clean >/dev/null
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@scripts/debris.sh && echo "debris: none left behind"
 
 .PHONY: bench
-bench: setup ## run the benchmarks side by side (lean vs libcontainer vs crun vs runc)
+bench: setup-peers ## run the benchmarks side by side (lean vs libcontainer vs crun vs runc)
+	@scripts/debris.sh --clean >/dev/null
 	$(GO) test ./benchmarks -run '^$$' -bench . -benchtime=200x -timeout 30m
+	@scripts/debris.sh && echo "debris: none left behind"
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

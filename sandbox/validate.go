@@ -2,8 +2,10 @@ package sandbox
 
 import (
 	"fmt"
+	"path"
 	"path/filepath"
 	"regexp"
+	"strings"
 )
 
 var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
@@ -32,8 +34,14 @@ func (s Spec) Validate() error {
 	if s.Limits.MemoryBytes < 0 || s.Limits.CPUMillis < 0 || s.Limits.Pids < 0 {
 		return fmt.Errorf("negative limit: %w", ErrInvalid)
 	}
-	if s.Limits.MemoryBytes != 0 && s.Limits.MemoryBytes < 4<<20 {
-		return fmt.Errorf("memory limit %d below 4 MiB: %w", s.Limits.MemoryBytes, ErrInvalid)
+	if s.Limits.MemoryBytes != 0 && (s.Limits.MemoryBytes < 4<<20 || s.Limits.MemoryBytes > MaxMemoryBytes) {
+		return fmt.Errorf("memory limit %d outside 4 MiB..%d: %w", s.Limits.MemoryBytes, int64(MaxMemoryBytes), ErrInvalid)
+	}
+	if s.Limits.CPUMillis > MaxCPUMillis {
+		return fmt.Errorf("CPU limit %d millis above %d: %w", s.Limits.CPUMillis, MaxCPUMillis, ErrInvalid)
+	}
+	if s.Limits.Pids > MaxPids {
+		return fmt.Errorf("pids limit %d above the kernel's %d: %w", s.Limits.Pids, MaxPids, ErrInvalid)
 	}
 	if err := s.Root.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -41,10 +49,32 @@ func (s Spec) Validate() error {
 	return nil
 }
 
+// Bounds of Limits that the kernel would refuse with a bare EINVAL.
+const (
+	MaxMemoryBytes = 1 << 50 // 1 PiB
+	MaxCPUMillis   = 1 << 20 // a thousand CPUs and then some
+	MaxPids        = 1 << 22 // the kernel's PID_MAX_LIMIT
+)
+
 // Validate checks the process spec without touching the system.
 func (p ProcessSpec) Validate() error {
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return fmt.Errorf("empty argv: %w", ErrInvalid)
+	}
+	if p.Dir != "" && !path.IsAbs(p.Dir) {
+		return fmt.Errorf("working directory %q is not absolute: %w", p.Dir, ErrInvalid)
+	}
+	for _, list := range [][]string{p.Args, p.Env, {p.Dir}} {
+		for _, a := range list {
+			if strings.IndexByte(a, 0) >= 0 {
+				return fmt.Errorf("NUL byte in %q: %w", a, ErrInvalid)
+			}
+		}
+	}
+	for _, e := range p.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("environment entry %q is not KEY=VALUE: %w", e, ErrInvalid)
+		}
 	}
 	return nil
 }

@@ -51,7 +51,23 @@ func TestSpecValidate(t *testing.T) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)
 		}
 	}
-	if err := (ProcessSpec{}).Validate(); !errors.Is(err, ErrInvalid) {
-		t.Errorf("empty argv: got %v", err)
+	for name, p := range map[string]ProcessSpec{
+		"empty argv":   {},
+		"relative dir": {Args: []string{"/bin/true"}, Dir: "tmp"},
+		"NUL in arg":   {Args: []string{"/bin/echo", "a\x00b"}},
+		"bad env":      {Args: []string{"/bin/true"}, Env: []string{"NOEQUALS"}},
+	} {
+		if err := p.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: got %v, want ErrInvalid", name, err)
+		}
+	}
+	for name, s := range map[string]Spec{
+		"huge pids":   {Limits: Limits{Pids: 1 << 62}},
+		"huge cpu":    {Limits: Limits{CPUMillis: 1 << 40}},
+		"huge memory": {Limits: Limits{MemoryBytes: 1 << 62}},
+	} {
+		if err := s.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: got %v, want ErrInvalid", name, err)
+		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 var version = "dev"
 
 type globals struct {
-	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error" env:"SOCKFAAS_LOG_LEVEL"`
+	LogLevel  string `help:"Log level: debug, info, warn, error (default: warn for one-shot commands, info for services)." enum:"debug,info,warn,error," default:"" env:"SOCKFAAS_LOG_LEVEL"`
 	LogFormat string `help:"Log format: auto (console on a terminal, JSON otherwise), console, json." default:"auto" enum:"auto,console,json" env:"SOCKFAAS_LOG_FORMAT"`
 	StateDir  string `help:"State directory (keep it short: Unix socket paths are limited to 108 bytes)." default:"/run/sockfaas" env:"SOCKFAAS_STATE_DIR"`
 	Cgroup    string `help:"Absolute cgroup path for sockfaas's cgroups." default:"/sockfaas" env:"SOCKFAAS_CGROUP"`
@@ -52,6 +52,9 @@ func main() {
 		kong.UsageOnError(),
 		kong.Vars{"version": version},
 	)
+	if c.LogLevel == "" {
+		c.LogLevel = "warn" // every command so far is one-shot
+	}
 	log := newLogger(c.globals)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

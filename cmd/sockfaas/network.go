@@ -39,7 +39,7 @@ func sweepNetworks(ctx context.Context, g *globals, log zerolog.Logger) (int, er
 	var errs []error
 	for _, dir := range dirs {
 		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), "net-"))
-		if err != nil {
+		if err != nil || processAlive(pid) {
 			continue
 		}
 		switch err := netns.Cleanup(ctx, netConfig(g, pid, log)); {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/docker/go-units"
@@ -36,8 +37,8 @@ func sweep(ctx context.Context, g *globals, log zerolog.Logger) (int, error) {
 		dirs, _ := filepath.Glob(filepath.Join(g.StateDir, backend+"-*"))
 		for _, dir := range dirs {
 			pid := strings.TrimPrefix(filepath.Base(dir), backend+"-")
-			if _, err := strconv.Atoi(pid); err != nil {
-				continue
+			if owner, err := strconv.Atoi(pid); err != nil || processAlive(owner) {
+				continue // not ours, or its owner runs (and may not have locked it yet)
 			}
 			var err error
 			if backend == "lean" {
@@ -214,4 +215,10 @@ func (cleanupCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) error
 
 func since(t time.Time) string {
 	return fmt.Sprintf("%.2f ms", float64(time.Since(t).Microseconds())/1000)
+}
+
+// processAlive is true while pid exists (zombies included).
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -34,9 +34,10 @@ type Backend struct {
 	cgroups  *cgpool.Pool
 	launcher *sbinit.Launcher
 
-	mu     sync.Mutex
-	live   map[string]*Sandbox // includes IDs being created (nil value)
-	closed bool
+	mu       sync.Mutex
+	live     map[string]*Sandbox // includes IDs being created (nil value)
+	closed   bool
+	creating sync.WaitGroup // Creates in flight; Close waits for them
 }
 
 // record is what the state directory keeps per live sandbox, so that a
@@ -209,7 +210,9 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 		return nil, fmt.Errorf("create %q: %w", id, sandbox.ErrExists)
 	}
 	b.live[id] = nil // reserve the ID while we build outside the lock
+	b.creating.Add(1)
 	b.mu.Unlock()
+	defer b.creating.Done()
 	defer func() {
 		if err != nil {
 			b.mu.Lock()
@@ -297,6 +300,11 @@ func (b *Backend) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
+	b.mu.Unlock()
+	// Creates that passed the closed check finish (and publish their
+	// sandbox) before anything they use is closed.
+	b.creating.Wait()
+	b.mu.Lock()
 	var live []*Sandbox
 	for _, s := range b.live {
 		if s != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -36,11 +37,13 @@ type Sandbox struct {
 	root *fsbind.Root
 	cg   *cgpool.Cgroup
 
-	mu        sync.Mutex
-	proc      *Process // the running process tree, if any
-	pids      []int
-	paused    bool
-	destroyed bool
+	mu         sync.Mutex
+	proc       *Process // the running process tree, if any
+	pids       []int
+	paused     bool
+	destroyed  bool
+	gone       chan struct{} // closed when Destroy has finished
+	destroyErr error
 }
 
 // ID implements sandbox.Sandbox.
@@ -205,7 +208,9 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 	proc := &Process{sb: s, p: sp, oomBefore: oomBefore, done: make(chan struct{})}
 	go proc.wait()
 	s.proc = proc
-	s.pids = append(s.pids, sp.Pid())
+	// Only the live tree: the previous one has exited, and its pids may
+	// already belong to someone else.
+	s.pids = []int{sp.Pid()}
 	s.b.log.Debug().Str("sandbox", s.id).Int("pid", sp.Pid()).Strs("args", p.Args).Msg("started")
 	return proc, nil
 }
@@ -271,18 +276,39 @@ func (s *Sandbox) usableLocked(op string) error {
 	return nil
 }
 
+// destroyTimeout bounds a Destroy whatever its caller's context: the
+// contract is that everything is killed, so a cancelled ctx does not stop
+// it half way.
+const destroyTimeout = 10 * time.Second
+
 // Destroy implements sandbox.Sandbox: it kills every process in the cgroup
 // (frozen ones and fork bombs included), reaps the process it started,
-// returns the emptied cgroup to the pool and detaches the root.
+// returns the emptied cgroup to the pool and detaches the root. Concurrent
+// and later calls wait for the first one and return its result.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	if s.destroyed {
+		gone := s.gone
 		s.mu.Unlock()
-		return nil
+		select {
+		case <-gone:
+			return s.destroyErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	s.destroyed = true
+	s.gone = make(chan struct{})
 	proc := s.proc
 	s.mu.Unlock()
+	s.destroyErr = s.destroy(proc)
+	close(s.gone)
+	return s.destroyErr
+}
+
+func (s *Sandbox) destroy(proc *Process) error {
+	ctx, cancel := context.WithTimeout(context.Background(), destroyTimeout)
+	defer cancel()
 
 	var errs []error
 	// Kill everything in the cgroup (frozen processes and fork bombs

@@ -369,7 +369,11 @@ func (b *Backend) Close(ctx context.Context) error {
 		// Destroy left (with its records).
 		errs = append(errs, cleanupLocked(ctx, b.stateDir, b.log))
 	}
-	b.lock.release()
+	if errors.Join(errs...) == nil {
+		b.lock.removeDir(b.stateDir)
+	} else {
+		b.lock.release()
+	}
 	b.log.Info().Str("state", b.stateDir).Int("destroyed", len(live)).Msg("libct backend closed")
 	return errors.Join(errs...)
 }

@@ -83,6 +83,17 @@ func lockState(dir string) (*stateLock, error) {
 	return &stateLock{f: f}, nil
 }
 
+// removeDir drops the lock file and the (otherwise empty) state directory,
+// then releases the lock: nothing is left behind.
+func (l *stateLock) removeDir(dir string) {
+	if l == nil || l.f == nil {
+		return
+	}
+	statedir.Unlock(l.f)
+	l.f = nil
+	_ = os.Remove(dir) // only if empty
+}
+
 func (l *stateLock) release() {
 	if l != nil && l.f != nil {
 		l.f.Close() // drops the flock
@@ -103,8 +114,12 @@ func Cleanup(ctx context.Context, stateDir string, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer lk.release()
-	return cleanupLocked(ctx, stateDir, log)
+	if err := cleanupLocked(ctx, stateDir, log); err != nil {
+		lk.release()
+		return err
+	}
+	lk.removeDir(stateDir)
+	return nil
 }
 
 func cleanupLocked(ctx context.Context, stateDir string, log zerolog.Logger) error {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -190,6 +191,10 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		Stdout:     cfg.Stdout,
 		Stderr:     cfg.Stderr,
 		ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS), // fds 3, 4, 5 (, 6)
+		// Without a PID namespace a background child of the program can
+		// hold a stdio pipe open after the program exited; Wait then stops
+		// copying after this long instead of waiting for it.
+		WaitDelay: time.Second,
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cfg.Cloneflags,
 			// Out of the caller's session: no controlling terminal, no
