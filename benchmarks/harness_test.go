@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/sockfaas/sockfaas/sandbox"
 	"github.com/sockfaas/sockfaas/sandbox/lean"
 	"github.com/sockfaas/sockfaas/sandbox/libct"
+	"github.com/sockfaas/sockfaas/zygote"
 )
 
 func TestMain(m *testing.M) {
@@ -41,8 +43,13 @@ func stateDir(b *testing.B) string {
 	return dir
 }
 
-func newLean(b *testing.B) sandbox.Backend {
-	be, err := lean.New(context.Background(), lean.WithStateDir(stateDir(b)), lean.WithCgroupName("/"+benchName(b)))
+func newLean(b *testing.B) sandbox.Backend { return newLeanBackend(b) }
+
+// newLeanBackend is newLean with the concrete type, which the zygote
+// package needs, and extra options.
+func newLeanBackend(b *testing.B, opts ...lean.Option) *lean.Backend {
+	opts = append([]lean.Option{lean.WithStateDir(stateDir(b)), lean.WithCgroupName("/" + benchName(b))}, opts...)
+	be, err := lean.New(context.Background(), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -52,6 +59,29 @@ func newLean(b *testing.B) sandbox.Backend {
 		}
 	})
 	return be
+}
+
+// runtimeDir writes the zygote package's Python runtime into a new
+// directory that sandboxes can bind at zygote.RuntimeDir.
+func runtimeDir(b *testing.B) string {
+	dir := stateDir(b)
+	if err := zygote.WriteRuntime(dir); err != nil {
+		b.Fatal(err)
+	}
+	// Instances run as unprivileged uids and must be able to read it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// functionDir is the absolute path of a handler under testdata/functions.
+func functionDir(b *testing.B, name string) string {
+	dir, err := filepath.Abs(filepath.Join("testdata", "functions", name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return dir
 }
 
 func newLibct(b *testing.B) sandbox.Backend {
