@@ -153,6 +153,7 @@ type request struct {
 	PIDNS     bool      `json:"pidns,omitempty"`
 	NewNet    bool      `json:"newnet,omitempty"`
 	TimeoutMS int64     `json:"timeout_ms,omitempty"`
+	Trace     bool      `json:"trace,omitempty"`
 }
 
 // reply is what the zygote sends back: the fork outcome, then the exit.
@@ -162,4 +163,6 @@ type reply struct {
 	Error  string `json:"error"`
 	Op     string `json:"op"`
 	Status *int   `json:"status"`
+	// Trace: the zygote's and the child's checkpoints of a traced fork.
+	Trace []traceMark `json:"trace,omitempty"`
 }

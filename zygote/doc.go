@@ -24,7 +24,10 @@
 // Fork sends the zygote, on a fresh connection, one JSON message with the
 // target sandbox's detached root mount tree (lean's CloneRoot), its
 // cgroup.procs files and optionally a network namespace and stdio, as
-// SCM_RIGHTS. The zygote calls gc.freeze() and forks; the child joins the
+// SCM_RIGHTS. The zygote hands it to a spare child it forked ahead of time
+// (after gc.freeze(), and warmed up on a stand-in handler so that few
+// copy-on-write faults are left for the request's path), or forks one; the
+// child joins the
 // cgroup (before touching any page of its own), unshares mount, uts and ipc,
 // stacks the root on /tmp, mounts /proc with hidepid=invisible, pivots into
 // the root, sets the hostname and drops to the requested uid/gid with no
@@ -33,6 +36,13 @@
 // that imports more (KindZygote). The zygote answers once the child is
 // ready, and reports the child's exit on the same connection; closing the
 // connection kills the child. See runtime/forkserver.py for the protocol.
+// The zygote sets no_new_privs and empties its capability bounding and
+// ambient sets and its supplementary groups once at start (it keeps its
+// effective capabilities): children inherit that instead of paying for it.
+//
+// With SOCKFAAS_ZYGOTE_TRACE set in the Go process's environment, every
+// fork is traced: checkpoints of the Go side, the zygote and the child are
+// logged at debug level ("fork trace"), microseconds per step.
 //
 // # Keeping instances apart without a PID namespace
 //

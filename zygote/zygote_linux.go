@@ -477,6 +477,7 @@ type forkOpts struct {
 }
 
 func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o forkOpts) (_ *Instance, err error) {
+	tr := newForkTracer()
 	inc, err := z.current()
 	if err != nil {
 		return nil, err
@@ -510,6 +511,7 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 		timeout = DefaultReadyTimeout
 	}
 	msg.TimeoutMS = timeout.Milliseconds()
+	msg.Trace = tr != nil
 
 	// Descriptors: closed here once sent; the kernel keeps them in flight.
 	var files []*os.File
@@ -531,6 +533,7 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 		return nil, fmt.Errorf("fork into %s: %w", sb.ID(), err)
 	}
 	add("root", root, true)
+	tr.mark("go_clone_root")
 	procs, err := sb.OpenCgroupProcs()
 	if err != nil {
 		return nil, fmt.Errorf("fork into %s: %w", sb.ID(), err)
@@ -538,6 +541,7 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	for _, f := range procs {
 		add("cgroup", f, true)
 	}
+	tr.mark("go_cgroup_open")
 	if req.NetNS != "" {
 		f, err := os.Open(req.NetNS)
 		if err != nil {
@@ -566,10 +570,12 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	if err != nil {
 		return nil, fmt.Errorf("fork into %s: %w", sb.ID(), err)
 	}
+	tr.mark("go_marshal")
 	var oomBefore uint64
 	if st, err := sb.Stats(ctx); err == nil {
 		oomBefore = st.OOMKills
 	}
+	tr.mark("go_stats")
 
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: inc.sock, Net: "unixpacket"})
 	if err != nil {
@@ -580,6 +586,7 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 			conn.Close() // the zygote kills the child, if there is one
 		}
 	}()
+	tr.mark("go_dial")
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, _, err := conn.WriteMsgUnix(payload, unix.UnixRights(fds...), nil); err != nil {
@@ -592,7 +599,9 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 		f.Close()
 	}
 	files = nil
+	tr.mark("go_sent")
 	r, err := readReply(conn)
+	tr.mark("go_reply")
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -617,6 +626,8 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	inst.afterExit = o.afterExit
 	sb.Adopt(r.Pid)
 	go inst.watch()
+	tr.mark("go_done")
+	tr.finish(z, r.Trace)
 	return inst, nil
 }
 

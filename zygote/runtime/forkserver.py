@@ -56,7 +56,24 @@ the program's host pid reach it normally, since it is not PID 1.
 Everything the children need (ctypes functions, the instance module) is
 resolved here before forking: a lookup in the child would cost each child
 the same work again, and gc.freeze() before each fork keeps the imported
-objects' pages shared copy-on-write.
+objects' pages shared copy-on-write. What every child gives up anyway
+(no_new_privs, the capability bounding and ambient sets, supplementary
+groups) the server gives up once at start, for itself: children inherit it.
+
+A spare child is forked ahead of time whenever no child is starting. It
+drops the server's state, runs a serve child's code paths on stand-ins
+(_warm_up: the pages they dirty are copied now rather than one ~3 us fault
+at a time on the request's path) and waits on a socketpair. A request is
+then passed to it as received (JSON and fds); it checks the request and
+carries it out like a child forked for it. The fork, the child's start-up
+and most copy-on-write faults are so off the request's path. The price: the
+spare's warm-up pages (some 2 MiB with numpy) are charged to the zygote's
+cgroup, not the instance's, for as long as the instance lives.
+SOCKFAAS_ZYGOTE_SPARE=0 in the server's environment turns spares off.
+
+A request with "trace": true gets, in its reply, "trace": [[name, ns], ...]:
+checkpoints of the server and the child (time.perf_counter_ns, i.e.
+CLOCK_MONOTONIC), and "#minflt", the child's minor faults when ready.
 
 Standard library only (Python 3.9 or newer) and ctypes.
 """
@@ -103,6 +120,7 @@ AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
@@ -153,7 +171,7 @@ class _Sys:
         L, I, U, P = ctypes.c_long, ctypes.c_int, ctypes.c_ulong, ctypes.c_char_p
 
         def fn(name, restype, *argtypes):
-            f = getattr(libc, name)
+            f = libc[name]  # a fresh function object: no other prototype shares it
             f.restype = restype
             f.argtypes = list(argtypes)
             return f
@@ -165,6 +183,10 @@ class _Sys:
         self._sethostname = fn("sethostname", I, P, ctypes.c_size_t)
         self._prctl = fn("prctl", I, I, U, U, U, U)
         self._syscall = fn("syscall", L, L, L, L, L, L, L)
+        # pivot_root(new, old) and move_mount(fd, "", AT_FDCWD, to, flags)
+        # with their strings passed as such.
+        self._pivot_root = fn("syscall", L, L, P, P)
+        self._move_mount = fn("syscall", L, L, I, P, I, P, U)
         self._nr = nr
         # capset's header and data (two 32-bit halves), all zero: no
         # effective, permitted or inheritable capability.
@@ -197,17 +219,11 @@ class _Sys:
         return self._check(self._prctl(option, a2, a3, a4, a5))
 
     def pivot_root(self, new, old):
-        a = ctypes.c_char_p(new)
-        b = ctypes.c_char_p(old)
-        self._check(self._syscall(self._nr["pivot_root"], ctypes.cast(a, ctypes.c_void_p).value,
-                                  ctypes.cast(b, ctypes.c_void_p).value, 0, 0, 0))
+        self._check(self._pivot_root(self._nr["pivot_root"], new, old))
 
     def move_mount(self, from_fd, to_path):
-        empty = ctypes.c_char_p(b"")
-        to = ctypes.c_char_p(to_path)
-        self._check(self._syscall(self._nr["move_mount"], from_fd,
-                                  ctypes.cast(empty, ctypes.c_void_p).value, AT_FDCWD,
-                                  ctypes.cast(to, ctypes.c_void_p).value, MOVE_MOUNT_F_EMPTY_PATH))
+        self._check(self._move_mount(self._nr["move_mount"], from_fd, b"", AT_FDCWD, to_path,
+                                     MOVE_MOUNT_F_EMPTY_PATH))
 
     def capset_none(self):
         self._check(self._syscall(self._nr["capset"], ctypes.addressof(self._cap_header),
@@ -268,21 +284,55 @@ def _mount_proc(target, uid, harden):
                   MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
 
 
-def _drop_privileges(uid, gid):
-    _step("no_new_privs", SYS.prctl, PR_SET_NO_NEW_PRIVS, 1)
-    cap = 0
-    while True:
+def _cap_last_cap():
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+def _drop_bounding_set():
+    for cap in range(_cap_last_cap() + 1):
         try:
             SYS.prctl(PR_CAPBSET_DROP, cap)
         except OSError as e:
-            if e.errno == errno.EINVAL:
+            if e.errno == errno.EINVAL:  # past the kernel's last capability
                 break
             raise StepError("drop capabilities", e.strerror)
-        cap += 1
-        if cap > 63:
-            break
-    _step("drop capabilities", SYS.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    _step("setgroups", os.setgroups, [])
+
+
+# Whether this process (a zygote) already gave up, for itself and so for
+# every child it forks, what each child would give up anyway: see
+# _restrict_zygote.
+_RESTRICTED = False
+
+
+def _restrict_zygote():
+    """Once, in the zygote: no_new_privs, an empty capability bounding set,
+    no ambient capabilities, no supplementary groups. Children inherit all of
+    it across fork, so each of them saves some fifty syscalls; the zygote
+    keeps its effective capabilities (the bounding set only limits what an
+    execve can grant, and a zygote never execs). On failure the children do
+    it themselves."""
+    global _RESTRICTED
+    try:
+        SYS.prctl(PR_SET_NO_NEW_PRIVS, 1)
+        _drop_bounding_set()
+        SYS.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        os.setgroups([])
+    except (OSError, StepError) as e:
+        print("warning: restrict zygote: %s (children will do it)" % e, file=sys.stderr, flush=True)
+        return
+    _RESTRICTED = True
+
+
+def _drop_privileges(uid, gid):
+    if not _RESTRICTED:
+        _step("no_new_privs", SYS.prctl, PR_SET_NO_NEW_PRIVS, 1)
+        _drop_bounding_set()
+        _step("drop capabilities", SYS.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        _step("setgroups", os.setgroups, [])
     _step("setgid", os.setresgid, gid, gid, gid)
     _step("setuid", os.setresuid, uid, uid, uid)
     _step("drop capabilities", SYS.capset_none)
@@ -310,6 +360,17 @@ def _environ(req):
         if sep and k:
             env[k] = v
     return env
+
+
+def _set_environ(env):
+    """Makes os.environ (and the C environment) exactly env, touching only
+    what differs from the zygote's own."""
+    cur = os.environ
+    for k in [k for k in cur if k not in env]:
+        del cur[k]
+    for k, v in env.items():
+        if cur.get(k) != v:
+            cur[k] = v
 
 
 def _reset_signals():
@@ -438,21 +499,121 @@ def _monitor(req, fds, ready_w, uid, gid):
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 127)
 
 
-def _child(server, req, fds, ready_w):
-    """The forked child: never returns."""
+_TRACE = None  # a list of (checkpoint, perf_counter_ns) while a traced fork runs
+
+
+def _mark(name):
+    if _TRACE is not None:
+        _TRACE.append((name, time.perf_counter_ns()))
+
+
+def _spare(server, chan, ready_w):
+    """A spare child, forked ahead of time: drops what it inherited from the
+    server, then waits on chan for a request (JSON and fds, as the server
+    received them) and carries it out like a child forked for it. EOF on
+    chan (the server closed it, or died) ends it."""
     try:
+        buf = server.rbuf  # the server's: only the pages a request fills are copied
         server.close_in_child()
+        _close_except({chan.fileno(), ready_w})
+        _warm_up()
+        data, fds = _recv_request(chan, buf)
+    except BaseException:
+        os._exit(0)
+    if not data:
+        os._exit(0)
+    t = time.perf_counter_ns()
+    chan.close()
+    try:
+        req = json.loads(data)
+        named = ForkServer._name_fds(req, fds)
+    except (ValueError, KeyError, TypeError) as e:
+        _report(ready_w, "error request: %s" % e)
+        os._exit(127)
+    _child(None, req, named, ready_w, t)
+
+
+WARMUP_DIR = os.path.join(RUNTIME_DIR, "warmup")
+_WARMUP_REQUEST = (b'{"op": "fork", "kind": "serve", "fds": ["root", "cgroup", "cgroup"], "uid": 1, '
+                   b'"gid": 1, "env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "function": '
+                   b'{"socket": "/scratch/fn.sock", "dir": "/code", "name": "f"}, "timeout_ms": 60000}')
+
+
+def _warm_up():
+    """Runs, in a spare child waiting for its request, what a serve child
+    will run once it has one, on stand-ins and without lasting effects:
+    parse a request, set and unset an environment variable, import a
+    handler module from a directory (warmup/sockfaas_warmup.py) and build
+    an instance server around it, open a socket. Each page of the zygote's
+    heap that this writes is copied now, while nobody waits, rather than
+    on a request's path (where each such fault costs some 3 us here: a serve
+    child would otherwise take several hundred). The copies are charged to
+    the zygote's cgroup, the child's cgroup being unknown yet; they are
+    pages the instance would have copied anyway, and their number does not
+    depend on the function."""
+    try:
+        json.loads(_WARMUP_REQUEST)
+        os.environ["SOCKFAAS_WARMUP"] = "1"
+        del os.environ["SOCKFAAS_WARMUP"]
+        SYS.prctl(PR_GET_DUMPABLE)
+        if instance is not None and os.path.isdir(WARMUP_DIR):
+            saved = sys.dont_write_bytecode
+            sys.dont_write_bytecode = True
+            try:
+                s = instance._settings({"dir": WARMUP_DIR, "handler": "sockfaas_warmup.lambda_handler",
+                                        "socket": "/scratch/fn.sock"})
+                instance._Server(s, instance._load(s))
+            finally:
+                sys.modules.pop("sockfaas_warmup", None)
+                while WARMUP_DIR in sys.path:
+                    sys.path.remove(WARMUP_DIR)
+                sys.path_importer_cache.pop(WARMUP_DIR, None)
+                sys.dont_write_bytecode = saved
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+    except Exception as e:  # a warm-up must never cost a fork
+        print("zygote: warm-up: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
+
+
+def _recv_request(sock, buf):
+    """One message from sock into buf: (bytes, [fds]). A message that does
+    not fit is an error; so are more than MAX_FDS descriptors."""
+    n, anc, flags, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(MAX_FDS * 4))
+    fds = []
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack("%di" % (len(cdata) // 4), cdata[: len(cdata) - len(cdata) % 4]))
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("request over %d bytes or %d descriptors" % (MAX_REQUEST, MAX_FDS))
+    return bytes(buf[:n]), fds
+
+
+def _child(server, req, fds, ready_w, t0=None):
+    """The forked child (server is None in a spare, which already dropped
+    the server's state): never returns."""
+    global _TRACE
+    try:
+        if req.get("trace"):
+            _TRACE = [("child" if server is not None else "spare", t0 or time.perf_counter_ns())]
+        if server is not None:
+            server.close_in_child()
+            _mark("close_in_child")
         keep = {ready_w}
         for v in fds.values():
             keep.update(v if isinstance(v, list) else [v])
         _close_except(keep)
+        _mark("close_fds")
         kind = req["kind"]
         uid, gid = int(req.get("uid", 65534)), int(req.get("gid", 65534))
         pidns = bool(req.get("pidns")) and kind == "exec"
 
-        for fd in fds["cgroup"]:
+        for i, fd in enumerate(fds["cgroup"]):
             _step("join cgroup", os.write, fd, b"0")
             os.close(fd)
+            if _TRACE is not None:
+                _mark("cgroup%d" % i)
+        _mark("cgroup")
         _step("setsid", os.setsid)
         flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
         if req.get("newnet"):
@@ -460,23 +621,30 @@ def _child(server, req, fds, ready_w):
         if pidns:
             flags |= CLONE_NEWPID
         _step("unshare", SYS.unshare, flags)
+        _mark("unshare")
         if fds.get("netns") is not None:
             _step("join network namespace", SYS.setns, fds["netns"], CLONE_NEWNET)
             os.close(fds.pop("netns"))
         elif req.get("newnet"):
             _step("loopback up", _loopback_up)
         _step("make mounts private", SYS.mount, b"", b"/", None, MS_REC | MS_PRIVATE, None)
+        _mark("private")
         _step("attach root", SYS.move_mount, fds["root"], b"/tmp")
         os.close(fds.pop("root"))
         _step("enter root", os.chdir, "/tmp")
+        _mark("attach")
         if not pidns:
             _mount_proc(b"proc", uid, uid == 0 and kind != "zygote")
+        _mark("proc")
         _step("pivot_root", SYS.pivot_root, b".", b".")
+        _mark("pivot")
         _step("detach old root", SYS.umount2, b".", MNT_DETACH)
+        _mark("umount")
         _step("enter root", os.chdir, "/")
         hostname = (req.get("hostname") or "").encode()
         if hostname:
             _step("sethostname", SYS.sethostname, hostname)
+        _mark("hostname")
         if pidns:
             _monitor(req, fds, ready_w, uid, gid)  # never returns
         if kind != "zygote":
@@ -485,23 +653,32 @@ def _child(server, req, fds, ready_w):
                 # A changed uid made us non-dumpable, which would leave
                 # /proc/self root-owned; an instance is an ordinary process.
                 SYS.prctl(PR_SET_DUMPABLE, 1)
+        _mark("drop")
         _step("chdir", os.chdir, req.get("dir") or "/")
         _set_stdio(fds)
+        _mark("stdio")
         if kind == "exec":
             _exec(req, ready_w)
-        env = _environ(req)
-        os.environ.clear()
-        os.environ.update(env)
+        _set_environ(_environ(req))
+        _mark("env")
 
         def ready():
+            global _TRACE
+            if _TRACE is not None:
+                _mark("ready")
+                _TRACE.append(("#minflt", resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
+                _report(ready_w, "trace " + " ".join("%s=%d" % t for t in _TRACE))
+                _TRACE = None
             _report(ready_w, "ok")
             os.close(ready_w)
 
         if kind == "serve":
+            # /code is read-only: do not even try to write .pyc files.
+            sys.dont_write_bytecode = True
             if instance is None:
                 raise StepError("serve", "the instance module is not available")
             try:
-                instance.serve(req.get("function") or {}, ready=ready)
+                instance.serve(req.get("function") or {}, ready=ready, mark=_mark)
             except instance.StartupError as e:
                 raise StepError("load", "%s: %s" % (e.kind, e))
             os._exit(0)
@@ -547,6 +724,17 @@ class _Fork:
         self.replied = False
         self.status = None  # raw wait status once reaped
         self.watched = True  # conn registered in the selector
+        self.trace = None  # [(checkpoint, perf_counter_ns)] when the client asked
+
+
+class _Spare:
+    """The spare child: its pid, the server's end of its request channel,
+    and the read end of its ready pipe."""
+
+    def __init__(self, pid, chan, ready_r):
+        self.pid = pid
+        self.chan = chan
+        self.ready_r = ready_r
 
 
 class ForkServer:
@@ -578,12 +766,24 @@ class ForkServer:
         signal.set_wakeup_fd(self.wake_w)
         self.conns = set()  # connections not yet carrying a fork
         self.forks = {}  # child pid -> _Fork
+        self.rbuf = bytearray(MAX_REQUEST)  # every request is received here
+        # A child forked ahead of time that waits for the next request (see
+        # _spare): the fork and the child's own start-up are then off the
+        # request's path. None while there is none.
+        self.spare = None
+        self.use_spare = os.environ.get("SOCKFAAS_ZYGOTE_SPARE", "1") != "0"
+        if not _RESTRICTED:
+            _restrict_zygote()
 
     def close_in_child(self):
         """Drops, in a forked child, everything the server holds."""
         signal.set_wakeup_fd(-1)
         for s in (signal.SIGCHLD,):
             signal.signal(s, signal.SIG_DFL)
+        if self.spare is not None:
+            self.spare.chan.close()
+            os.close(self.spare.ready_r)
+            self.spare = None
         self.sel.close()
         self.listener.close()
         for c in self.conns:
@@ -609,6 +809,10 @@ class ForkServer:
                 if not f.replied:
                     t = max(0.0, f.deadline - now)
                     timeout = t if timeout is None else min(timeout, t)
+            if timeout is None and self.spare is None and self.use_spare:
+                # Only while no child is starting: a fork competes with
+                # that child for the CPUs.
+                self._spawn_spare()
             for key, _ in self.sel.select(timeout):
                 what, obj = key.data
                 if what == "listen":
@@ -624,6 +828,35 @@ class ForkServer:
             self._reap()
             self._expire()
 
+    def _spawn_spare(self):
+        try:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return
+        ready_r, ready_w = os.pipe()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            for fd in (ready_r, ready_w):
+                os.close(fd)
+            parent.close()
+            child.close()
+            return
+        if pid == 0:
+            parent.detach()  # closed by _close_except; the object must not close a reused fd
+            _spare(self, child, ready_w)  # never returns
+            os._exit(127)
+        gc.unfreeze()
+        child.close()
+        os.close(ready_w)
+        self.spare = _Spare(pid, parent, ready_r)
+        # The fork made every page of ours copy-on-write again: take the
+        # copies of those a request dirties first now, not on its path.
+        self.rbuf[:8192] = bytes(8192)
+        json.loads(_WARMUP_REQUEST)
+
     def _accept(self):
         while True:
             try:
@@ -636,6 +869,9 @@ class ForkServer:
             conn.setblocking(False)
             self.conns.add(conn)
             self.sel.register(conn, selectors.EVENT_READ, ("conn", conn))
+            # The client sends its request right after connecting: it is
+            # usually there already, and a turn of the loop is saved.
+            self._request(conn)
 
     def _drop_conn(self, conn):
         try:
@@ -653,16 +889,23 @@ class ForkServer:
             pass
 
     def _request(self, conn):
+        t0 = time.perf_counter_ns()
         try:
-            data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, MAX_FDS)
+            data, fds = _recv_request(conn, self.rbuf)
         except (BlockingIOError, InterruptedError):
             return
+        except ValueError as e:
+            self._send(conn, {"ok": False, "error": "request: %s" % e})
+            return self._drop_conn(conn)
         except OSError:
             self._drop_conn(conn)
             return
         try:
             if not data:
                 return self._drop_conn(conn)
+            if self.spare is not None and self._hand_to_spare(conn, data, fds, t0):
+                fds = []  # the spare has them now
+                return
             try:
                 req = json.loads(data)
                 named = self._name_fds(req, fds)
@@ -670,7 +913,10 @@ class ForkServer:
                 self._send(conn, {"ok": False, "error": "request: %s" % e})
                 return self._drop_conn(conn)
             fds = []  # owned by named now
-            self._fork(conn, req, named)
+            trace = None
+            if req.get("trace"):
+                trace = [("z_event", t0), ("z_parsed", time.perf_counter_ns())]
+            self._fork(conn, req, named, trace)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -696,9 +942,46 @@ class ForkServer:
             raise ValueError("a root and at least one cgroup fd are required")
         return named
 
-    def _fork(self, conn, req, named):
+    def _hand_to_spare(self, conn, data, fds, t0):
+        """Passes a request to the spare child, which checks it and carries
+        it out; False if the spare is gone (the caller forks instead)."""
+        sp, self.spare = self.spare, None
+        try:
+            socket.send_fds(sp.chan, [data], fds)
+        except OSError:
+            sp.chan.close()
+            os.close(sp.ready_r)
+            try:
+                os.kill(sp.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            return False
+        t1 = time.perf_counter_ns()
+        sp.chan.close()
+        for fd in fds:
+            os.close(fd)
+        # The spare parses the request itself and reports a bad one; the
+        # server only wants the timeout and whether to trace.
+        try:
+            req = json.loads(data)
+            timeout_ms = float(req.get("timeout_ms") or READY_TIMEOUT_MS)
+            trace = [("z_event", t0), ("z_handed", t1)] if req.get("trace") else None
+        except (ValueError, TypeError, AttributeError):
+            timeout_ms, trace = READY_TIMEOUT_MS, None
+        os.set_blocking(sp.ready_r, False)
+        f = _Fork(conn, sp.pid, sp.ready_r, time.monotonic() + timeout_ms / 1000.0)
+        f.trace = trace
+        self.forks[sp.pid] = f
+        self.conns.discard(conn)
+        self.sel.modify(conn, selectors.EVENT_READ, ("running", f))
+        self.sel.register(sp.ready_r, selectors.EVENT_READ, ("ready", f))
+        return True
+
+    def _fork(self, conn, req, named, trace=None):
         ready_r, ready_w = os.pipe()
         gc.freeze()
+        if trace is not None:
+            trace.append(("z_freeze", time.perf_counter_ns()))
         try:
             pid = os.fork()
         except OSError as e:
@@ -711,16 +994,21 @@ class ForkServer:
         if pid == 0:
             _child(self, req, named, ready_w)  # never returns
             os._exit(127)
+        if trace is not None:
+            trace.append(("z_forked", time.perf_counter_ns()))
         gc.unfreeze()
         os.close(ready_w)
         self._close_named(named)
         os.set_blocking(ready_r, False)
         timeout = float(req.get("timeout_ms") or READY_TIMEOUT_MS) / 1000.0
         f = _Fork(conn, pid, ready_r, time.monotonic() + timeout)
+        f.trace = trace
         self.forks[pid] = f
         self.conns.discard(conn)
         self.sel.modify(conn, selectors.EVENT_READ, ("running", f))
         self.sel.register(ready_r, selectors.EVENT_READ, ("ready", f))
+        if trace is not None:
+            trace.append(("z_waiting", time.perf_counter_ns()))
 
     @staticmethod
     def _close_named(named):
@@ -763,6 +1051,8 @@ class ForkServer:
         self._finish_ready(f)
 
     def _finish_ready(self, f, timeout=False):
+        if f.trace is not None:
+            f.trace.append(("z_eof", time.perf_counter_ns()))
         self.sel.unregister(f.ready_r)
         os.close(f.ready_r)
         f.ready_r = None
@@ -770,6 +1060,10 @@ class ForkServer:
         for line in f.buf.decode("utf-8", "replace").splitlines():
             if line.startswith("pid "):
                 f.report_pid = int(line[4:])
+            elif line.startswith("trace ") and f.trace is not None:
+                for kv in line[6:].split():
+                    k, _, v = kv.partition("=")
+                    f.trace.append((k, int(v)))
             elif line.startswith("error "):
                 error = error or line[6:]
         if timeout:
@@ -783,7 +1077,11 @@ class ForkServer:
             if f.conn is not None:
                 self._send(f.conn, {"ok": False, "error": error})
         elif f.conn is not None:
-            self._send(f.conn, {"ok": True, "pid": f.report_pid})
+            msg = {"ok": True, "pid": f.report_pid}
+            if f.trace is not None:
+                f.trace.append(("z_reply", time.perf_counter_ns()))
+                msg["trace"] = f.trace
+            self._send(f.conn, msg)
         if f.status is not None:
             self._exited(f)
 
@@ -811,7 +1109,12 @@ class ForkServer:
                 return
             f = self.forks.get(pid)
             if f is None:
-                continue  # an orphan we adopted as subreaper
+                if self.spare is not None and pid == self.spare.pid:
+                    # Died unused (killed?): the loop forks another.
+                    self.spare.chan.close()
+                    os.close(self.spare.ready_r)
+                    self.spare = None
+                continue  # else an orphan we adopted as subreaper
             f.status = status
             if f.replied:
                 self._exited(f)

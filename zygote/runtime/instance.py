@@ -576,6 +576,10 @@ def _listen(path):
 _socket_path = None  # to unlink on SIGTERM
 
 
+def _no_mark(name):
+    pass
+
+
 def _on_sigterm(signum, frame):
     _flush_std()
     if _socket_path:
@@ -586,8 +590,11 @@ def _on_sigterm(signum, frame):
     os._exit(0)
 
 
-def serve(cfg, ready=None):
+def serve(cfg, ready=None, mark=None):
     """Load the handler, listen on cfg["socket"], call ready(), serve forever.
+
+    mark, if given, is called with a checkpoint name after each startup
+    step (a zygote's fork tracing).
 
     Raises StartupError if the instance cannot start. Never returns
     otherwise: SIGTERM ends the process with status 0, a handler calling
@@ -595,11 +602,15 @@ def serve(cfg, ready=None):
     os._exit, so that a zygote's child never unwinds into the fork server.
     """
     global _socket_path
+    if mark is None:
+        mark = _no_mark
     s = _settings(cfg)
     fn = _load(s)
+    mark("load")
     server = _Server(s, fn)
     if s["style"] == "lambda":
         _lambda_environment(s, server.static)
+    mark("server")
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
         # A client that hung up must be an EPIPE, not the end of the
@@ -609,6 +620,7 @@ def serve(cfg, ready=None):
         pass
     listener = _listen(s["socket"])
     _socket_path = s["socket"]
+    mark("listen")
     if ready is not None:
         ready()
     try:
