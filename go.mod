@@ -35,4 +35,5 @@ require (
 	github.com/opencontainers/selinux v1.13.1 // indirect
 	github.com/seccomp/libseccomp-golang v0.12.0 // indirect
 	golang.org/x/net v0.55.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

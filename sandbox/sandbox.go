@@ -145,7 +145,10 @@ type Spec struct {
 	// Root is the file system the sandbox sees.
 	Root fsbind.Spec
 	// Namespaces the sandbox gets of its own; zero means DefaultNamespaces.
-	// The lean backend always needs NSMount.
+	// The lean backend always needs NSMount. Without NSPID a sandbox's
+	// /proc is mounted hidepid=invisible, so it lists only processes of its
+	// own uid; sandboxes that share a uid (the default user) can then see
+	// and signal each other: give each its own User, or keep NSPID.
 	Namespaces Namespaces
 	// NetNS is the path of an existing network namespace to join (an nsfs
 	// file such as /proc/PID/ns/net or a bind mount of one; package netns
