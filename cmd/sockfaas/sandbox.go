@@ -57,6 +57,27 @@ func sweep(ctx context.Context, g *globals, log zerolog.Logger) (int, error) {
 			}
 		}
 	}
+	// Library users on the defaults (lean.DefaultStateDir and
+	// lean.DefaultCgroupName live here when --state-dir is /run/sockfaas).
+	for _, d := range []struct {
+		dir   string
+		clean func(string) error
+	}{
+		{filepath.Join(g.StateDir, "lean"), func(dir string) error { return lean.Cleanup(ctx, dir, g.Cgroup, log) }},
+		{filepath.Join(g.StateDir, "libct"), func(dir string) error { return libct.Cleanup(ctx, dir, log) }},
+	} {
+		if _, err := os.Stat(d.dir); err != nil {
+			continue
+		}
+		switch err := d.clean(d.dir); {
+		case errors.Is(err, sandbox.ErrBusy):
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", d.dir, err))
+		default:
+			n++
+			log.Info().Str("state", d.dir).Msg("cleaned up after a crashed sockfaas")
+		}
+	}
 	_ = os.Remove(g.StateDir) // only if empty
 	return n, errors.Join(errs...)
 }
