@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"testing"
 
 	"github.com/sockfaas/sockfaas/sandbox"
@@ -28,7 +29,8 @@ func lifecycle(ctx context.Context, be sandbox.Backend, id string, spec sandbox.
 }
 
 // BenchmarkLifecycle times create -> run /bin/true -> wait -> destroy for
-// every variant in one run. lean uses the default namespaces (mount, pid,
+// every variant in one run, and a plain process (fork+exec+wait of
+// /bin/true, no isolation) as the floor. lean uses the default namespaces (mount, pid,
 // ipc, uts; networking comes from pre-built shared namespaces); lean-netns
 // adds a fresh network namespace per sandbox, as libcontainer, crun and runc
 // all do, for a like-for-like comparison.
@@ -56,5 +58,14 @@ func BenchmarkLifecycle(b *testing.B) {
 			})
 		}
 		benchPeers(b, workers)
+		// The floor: a plain fork+exec+wait of /bin/true from Go, no
+		// isolation at all. What a sandbox costs is the difference.
+		name := "process"
+		if workers > 1 {
+			name = fmt.Sprintf("process-parallel-%d", workers)
+		}
+		b.Run(name, func(b *testing.B) {
+			timed(b, workers, func(int) error { return exec.Command("/bin/true").Run() }).report(b)
+		})
 	}
 }
