@@ -27,7 +27,9 @@
 // SCM_RIGHTS. The zygote hands it to a spare child it forked ahead of time
 // (after gc.freeze(), and warmed up on a stand-in handler so that few
 // copy-on-write faults are left for the request's path), or forks one; the
-// child joins the
+// zygote itself ran that request path on stand-ins before its first fork,
+// so that what CPython writes into code objects on their first calls is
+// written once, in pages every child shares. The child joins the
 // cgroup (before touching any page of its own), unshares mount, uts and ipc,
 // stacks the root on /tmp, mounts /proc with hidepid=invisible, pivots into
 // the root, sets the hostname and drops to the requested uid/gid with no

@@ -71,6 +71,13 @@ spare's warm-up pages (some 2 MiB with numpy) are charged to the zygote's
 cgroup, not the instance's, for as long as the instance lives.
 SOCKFAAS_ZYGOTE_SPARE=0 in the server's environment turns spares off.
 
+Before its first fork the server primes itself (_prime): it runs, a dozen
+times and on stand-ins, the Python code a serve child runs for its request
+and first invocation (and the at-fork hooks os.fork runs in every child).
+CPython 3.11 writes into a code object on each of its first calls and then
+rewrites its bytecode in place; done here, that happens once in pages every
+child shares, instead of in private copies in each child.
+
 A request with "trace": true gets, in its reply, "trace": [[name, ns], ...]:
 checkpoints of the server and the child (time.perf_counter_ns, i.e.
 CLOCK_MONOTONIC), and "#minflt", the child's minor faults when ready.
@@ -93,6 +100,11 @@ import socket
 import struct
 import sys
 import time
+
+# signal's C functions: the module's wrappers convert to and from enums,
+# Python code that a child would run (and so copy) for nothing.
+_signal = getattr(signal, "_signal", None) or signal
+_SIGCHLD, _SIG_DFL = int(signal.SIGCHLD), int(signal.SIG_DFL)
 
 RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 if RUNTIME_DIR not in sys.path:
@@ -539,6 +551,24 @@ _WARMUP_REQUEST = (b'{"op": "fork", "kind": "serve", "fds": ["root", "cgroup", "
                    b'{"socket": "/scratch/fn.sock", "dir": "/code", "name": "f"}, "timeout_ms": 60000}')
 
 
+def _warmup_handler(use):
+    """Imports the stand-in handler module (warmup/sockfaas_warmup.py) the
+    way an instance imports a function's, calls use(settings, handler), and
+    forgets the module again."""
+    saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        s = instance._settings({"dir": WARMUP_DIR, "handler": "sockfaas_warmup.lambda_handler",
+                                "socket": "/scratch/fn.sock", "name": "sockfaas-warmup"})
+        use(s, instance._load(s))
+    finally:
+        sys.modules.pop("sockfaas_warmup", None)
+        while WARMUP_DIR in sys.path:
+            sys.path.remove(WARMUP_DIR)
+        sys.path_importer_cache.pop(WARMUP_DIR, None)
+        sys.dont_write_bytecode = saved
+
+
 def _warm_up():
     """Runs, in a spare child waiting for its request, what a serve child
     will run once it has one, on stand-ins and without lasting effects:
@@ -557,21 +587,68 @@ def _warm_up():
         del os.environ["SOCKFAAS_WARMUP"]
         SYS.prctl(PR_GET_DUMPABLE)
         if instance is not None and os.path.isdir(WARMUP_DIR):
-            saved = sys.dont_write_bytecode
-            sys.dont_write_bytecode = True
-            try:
-                s = instance._settings({"dir": WARMUP_DIR, "handler": "sockfaas_warmup.lambda_handler",
-                                        "socket": "/scratch/fn.sock"})
-                instance._Server(s, instance._load(s))
-            finally:
-                sys.modules.pop("sockfaas_warmup", None)
-                while WARMUP_DIR in sys.path:
-                    sys.path.remove(WARMUP_DIR)
-                sys.path_importer_cache.pop(WARMUP_DIR, None)
-                sys.dont_write_bytecode = saved
+            _warmup_handler(instance._Server)
         socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
     except Exception as e:  # a warm-up must never cost a fork
         print("zygote: warm-up: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
+
+
+# CPython 3.11 rewrites a function's bytecode in place ("quickening") on its
+# 8th call and specializes its instructions over the next ones; until then
+# every call writes to the code object. More rounds than that, so that what
+# a child runs is already in its final form in pages it shares.
+_PRIME_ROUNDS = 12
+_PRIME_BODY = b'{"warm": true}'
+_PRIME_HTTP = (b"POST /invoke HTTP/1.1\r\nHost: sockfaas\r\nContent-Type: application/json\r\n"
+               b"X-Request-Id: sockfaas-warmup\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(_PRIME_BODY), _PRIME_BODY))
+
+
+class _NullSocket:
+    """Where a primed instance server's responses go."""
+
+    def sendall(self, data):
+        pass
+
+
+def _prime():
+    """Runs, once in the zygote before it forks anything, the Python code a
+    serve child runs for its request and its first invocation, on
+    stand-ins: parse a fork request, import a handler module (the warm-up
+    one), build an instance server around it and put an HTTP request
+    through it. What that leaves behind (quickened and specialized
+    bytecode, attribute caches, the import system's caches) is then shared
+    copy-on-write by every child instead of being written, and so copied,
+    in each of them. Nothing else lasts: the module is forgotten again."""
+    if instance is None or not os.path.isdir(WARMUP_DIR):
+        return
+
+    def serve_one(s, fn):
+        server = instance._Server(s, fn)
+        conn = instance._Conn(_NullSocket())
+        conn.buf += _PRIME_HTTP
+        server._feed(conn)
+
+    # What os.fork runs in every child: threading's and random's at-fork
+    # hooks (the former only while this is the process's one thread, where
+    # running it changes nothing).
+    hooks = []
+    threading = sys.modules.get("threading")
+    if threading is not None and callable(getattr(threading, "_after_fork", None)):
+        hooks.append(lambda: threading.active_count() == 1 and threading._after_fork())
+    rng = getattr(sys.modules.get("random"), "_inst", None)
+    if rng is not None:
+        hooks.append(rng.seed)
+    try:
+        for _ in range(_PRIME_ROUNDS):
+            for hook in hooks:
+                hook()
+            req = json.loads(_WARMUP_REQUEST)
+            ForkServer._name_fds(req, [-1] * len(req["fds"]))
+            _environ(req)
+            _warmup_handler(serve_one)
+    except Exception as e:  # priming is an optimisation only
+        print("warning: prime: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
 
 
 def _recv_request(sock, buf):
@@ -777,9 +854,8 @@ class ForkServer:
 
     def close_in_child(self):
         """Drops, in a forked child, everything the server holds."""
-        signal.set_wakeup_fd(-1)
-        for s in (signal.SIGCHLD,):
-            signal.signal(s, signal.SIG_DFL)
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_SIGCHLD, _SIG_DFL)
         if self.spare is not None:
             self.spare.chan.close()
             os.close(self.spare.ready_r)
@@ -1166,6 +1242,7 @@ def main(argv=None):
         except BaseException as e:
             print("error: import %s: %s: %s" % (name, type(e).__name__, e), file=sys.stderr, flush=True)
             return 2
+    _prime()
     try:
         server = ForkServer(opts["socket"])
     except OSError as e:

@@ -52,6 +52,15 @@ import socket
 import sys
 import time
 
+# signal's own module wraps every result in an enum, which runs a good deal
+# of Python code: in a zygote's child each page of code and data that runs
+# for the first time is a private copy. The C functions do the same work.
+_sig = getattr(signal, "_signal", None) or signal
+_SIGTERM, _SIGPIPE, _SIG_IGN = int(signal.SIGTERM), int(signal.SIGPIPE), int(signal.SIG_IGN)
+# Likewise socket.accept, which converts family and type to enums (the
+# listener is always AF_UNIX, SOCK_STREAM).
+_AF_UNIX, _SOCK_STREAM = int(socket.AF_UNIX), int(socket.SOCK_STREAM)
+
 __all__ = ["StartupError", "load", "serve", "main"]
 
 DEFAULT_MAX_BODY = 6 * 1024 * 1024  # AWS Lambda's synchronous payload limit
@@ -526,9 +535,10 @@ class _Server:
             for fd, _ in poll.poll():
                 if fd == lfd:
                     try:
-                        sock, _ = listener.accept()
+                        cfd, _ = listener._accept()
                     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                         continue
+                    sock = socket.socket(_AF_UNIX, _SOCK_STREAM, 0, cfd)
                     conns[sock.fileno()] = _Conn(sock)
                     poll.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
                     continue
@@ -612,10 +622,10 @@ def serve(cfg, ready=None, mark=None):
         _lambda_environment(s, server.static)
     mark("server")
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        _sig.signal(_SIGTERM, _on_sigterm)
         # A client that hung up must be an EPIPE, not the end of the
         # instance, whatever disposition a zygote left behind.
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        _sig.signal(_SIGPIPE, _SIG_IGN)
     except ValueError:  # not the main thread: the caller owns signals
         pass
     listener = _listen(s["socket"])
