@@ -202,7 +202,8 @@ func (s *Sandbox) Start(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Pro
 	}
 	req := ForkRequest{
 		Kind: KindExec, Argv: p.Args, Env: env, Dir: p.Dir, UID: user.UID, GID: user.GID,
-		Hostname: s.spec.Hostname, NetNS: s.spec.NetNS, PrivateNet: s.spec.Namespaces.Has(sandbox.NSNet),
+		AllowRoot: p.User != nil, // root only when the caller asked for it by name
+		Hostname:  s.spec.Hostname, NetNS: s.spec.NetNS, PrivateNet: s.spec.Namespaces.Has(sandbox.NSNet),
 		PIDNamespace: s.spec.Namespaces.Has(sandbox.NSPID),
 		Stdin:        io.child[0], Stdout: io.child[1], Stderr: io.child[2],
 	}

@@ -114,13 +114,19 @@ type ForkRequest struct {
 	// instances from seeing and signalling each other. Ignored by
 	// KindZygote, which stays uid 0 with its capabilities.
 	UID, GID uint32
+	// AllowRoot lets an exec or serve child run as uid or gid 0 (still with
+	// no capabilities). Without it such a request is refused: uid 0 is the
+	// zero value, and a uid-0 instance without a PID namespace can signal
+	// every root process on the host.
+	AllowRoot bool
 	// Hostname set in the child's UTS namespace.
 	Hostname string
 	// Function for KindServe.
 	Function *Function
 	// Packages a KindZygote child imports.
 	Packages []string
-	// NetNS is a network namespace file to join; "" keeps the zygote's.
+	// NetNS is a network namespace file to join; "" keeps the zygote's,
+	// which is a private loopback-only one (never the host's).
 	NetNS string
 	// PrivateNet unshares a fresh loopback-only network namespace instead.
 	PrivateNet bool

@@ -24,8 +24,11 @@ import (
 )
 
 // zygoteNamespaces: a zygote's own sandbox has no PID namespace, so that
-// the pids its children report are host pids.
-const zygoteNamespaces = sandbox.NSMount | sandbox.NSIPC | sandbox.NSUTS
+// the pids its children report are host pids. It has a private,
+// loopback-only network namespace: children that are given no network of
+// their own must not land on the host's (its loopback services, its
+// abstract sockets).
+const zygoteNamespaces = sandbox.NSMount | sandbox.NSIPC | sandbox.NSUTS | sandbox.NSNet
 
 // defaultEnv keeps numerical libraries from starting thread pools in the
 // zygote: threads do not survive fork, and an instance has a CPU or less.
@@ -494,6 +497,9 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	case KindZygote:
 	default:
 		return nil, fmt.Errorf("fork: unknown kind %q: %w", req.Kind, sandbox.ErrInvalid)
+	}
+	if req.Kind != KindZygote && (req.UID == 0 || req.GID == 0) && !req.AllowRoot {
+		return nil, fmt.Errorf("fork: uid/gid 0 for a %s child needs AllowRoot (give each instance its own uid, see UIDPool): %w", req.Kind, sandbox.ErrInvalid)
 	}
 	msg := request{
 		Op: "fork", Kind: req.Kind, UID: req.UID, GID: req.GID, Hostname: req.Hostname,
