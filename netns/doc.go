@@ -13,7 +13,11 @@
 //     route via the bridge. Egress is masqueraded; published ports are DNAT
 //     rules. Sandboxes in the same slot share its loopback and its port
 //     space, so the Manager never gives two of them the same published
-//     container port in one slot.
+//     container port in one slot. That sharing is also a trust boundary:
+//     a sandbox can bind a port another one in its slot publishes before
+//     the owner does, and reach the others' loopback listeners and abstract
+//     Unix sockets. Give mutually untrusting tenants different slots (or
+//     ModeIsolated for sandboxes that publish ports).
 //   - ModeNone: a private namespace with loopback only, taken from a pool
 //     that a background goroutine keeps filled. Used once, then destroyed
 //     off the caller's path, so no state (abstract Unix sockets, sockets in

@@ -85,10 +85,18 @@ func staticRules(cfg Config) []chainRules {
 			{"-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"},
 			{"-i", br, "-o", br, "-j", "DROP"},
 			{"-i", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+			// Link-local (cloud metadata services live at 169.254.169.254)
+			// is never a sandbox's business, egress or not.
+			{"-i", br, "-d", "169.254.0.0/16", "-j", "DROP"},
 			{"-i", br, "-j", out},
 		}},
+		// The host itself is not a service to sandboxes: nothing new from
+		// the bridge reaches a host socket (the gateway address, anything
+		// on 0.0.0.0, loopback via route_localnet); replies to connections
+		// the host opened (published ports) pass.
 		{"filter", c.input, [][]string{
-			{"-i", br, "-d", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED", "-j", "DROP"},
+			{"-i", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+			{"-i", br, "-j", "DROP"},
 		}},
 	}
 }

@@ -609,3 +609,37 @@ func TestConcurrentAttach(t *testing.T) {
 		t.Errorf("host ports after all releases: %v", m.hostPorts)
 	}
 }
+
+// TestSandboxCannotReachHostServices: a host service listening on all
+// addresses (the host's network namespace, so also the gateway address) is
+// not reachable from a shared slot, with or without egress; a published
+// port still works, since replies to connections the host opened pass.
+func TestSandboxCannotReachHostServices(t *testing.T) {
+	m := newTestManager(t, func(c *Config) { c.Egress = true })
+	l, err := net.Listen("tcp", "0.0.0.0:0") // a host service
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintln(c, c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	a := attach(t, m, ModeShared, PortSpec{ContainerPort: 8080})
+	target := netip.AddrPortFrom(m.Gateway(), uint16(port)).String()
+	if seen, err := dialFrom(a.NSPath(), target, 500*time.Millisecond); err == nil {
+		t.Fatalf("sandbox reached the host service at %s (seen as %s)", target, seen)
+	}
+	// The published port, from host loopback to a server in the slot.
+	serveIn(t, a.NSPath(), netip.AddrPortFrom(a.Addr(), 8080).String())
+	if _, err := net.DialTimeout("tcp", a.Ports()[0].Host.String(), dialTimeout); err != nil {
+		t.Fatalf("published port from the host: %v", err)
+	}
+}
