@@ -2,6 +2,7 @@ package zygote
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,9 +50,9 @@ const (
 	// Payloads up to this size are copied behind the request head and sent
 	// with one write; larger ones go out with writev, uncopied.
 	copyPayloadMax = 64 << 10
-	// A sanity bound on what an instance may send back (Lambda's own limit
-	// is 6 MB); more is a protocol error, not an allocation.
-	maxResponseBody = 64 << 20
+	// What an instance may send back: Lambda's own limit for a synchronous
+	// response (6 MB). More is a protocol error, not an allocation.
+	maxResponseBody = 6<<20 + 64<<10 // and room for the JSON around it
 	maxResponseHead = 64 << 10
 	readBufferSize  = 32 << 10
 )
@@ -301,9 +302,24 @@ func (c *Client) readResponse() (res *InvokeResult, keepAlive bool, err error) {
 		if length > maxResponseBody {
 			return nil, false, fmt.Errorf("response body of %d bytes is over %d", length, maxResponseBody)
 		}
-		res.Payload = make([]byte, length)
-		if _, err := io.ReadFull(c.br, res.Payload); err != nil {
-			return nil, false, err
+		// The instance runs untrusted code: memory grows with the bytes that
+		// actually arrive, not with what Content-Length claims.
+		if length <= readBufferSize {
+			res.Payload = make([]byte, length)
+			if _, err := io.ReadFull(c.br, res.Payload); err != nil {
+				return nil, false, err
+			}
+		} else {
+			var body bytes.Buffer
+			if n, err := io.CopyN(&body, c.br, int64(length)); err != nil {
+				return nil, false, fmt.Errorf("response body: %d of %d bytes: %w", n, length, err)
+			}
+			res.Payload = body.Bytes()
+		}
+		// Bytes after the response were not asked for: never read them as
+		// the next response.
+		if c.br.Buffered() > 0 {
+			keepAlive = false
 		}
 		return res, keepAlive, nil
 	}
