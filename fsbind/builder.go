@@ -79,5 +79,6 @@ type Root struct {
 	// appears at ScratchDir inside the root.
 	Scratch string
 
-	b *Builder // nil for a Root made by hand
+	b           *Builder // nil for a Root made by hand
+	mountPoints []string // Spec.MountPoints, cleaned
 }

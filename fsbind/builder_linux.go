@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +42,7 @@ type Builder struct {
 
 	dir         string // the work directory, symlinks resolved
 	devTemplate string // read-only tmpfs with the device nodes
+	emptyDir    string // an empty read-only directory: what MountPoints bind
 	umask       uint32
 
 	hostBase plan // the host base's entries, read-only after NewBuilder
@@ -153,6 +156,10 @@ func (b *Builder) mountWork() error {
 	}
 	tmpl := filepath.Join(b.dir, templateDir)
 	if err := os.Mkdir(tmpl, 0o700); err != nil {
+		return err
+	}
+	b.emptyDir = filepath.Join(tmpl, "empty")
+	if err := os.Mkdir(b.emptyDir, 0o555); err != nil {
 		return err
 	}
 	fd, err := unix.Open(tmpl, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -386,6 +393,9 @@ func (b *Builder) Build(ctx context.Context, id string, spec Spec) (*Root, error
 	}
 	rdir := b.dir + "/" + id
 	r := &Root{ID: id, Dir: rdir, Path: rdir + "/root", Scratch: rdir + "/scratch", b: b}
+	for _, mp := range spec.MountPoints {
+		r.mountPoints = append(r.mountPoints, path.Clean(mp))
+	}
 	if err := ignoringEINTR(func() error { return unix.Mkdir(rdir, 0o700) }); err != nil {
 		return nil, fmt.Errorf("build root %q: %w", id, &os.PathError{Op: "mkdir", Path: rdir, Err: err})
 	}
@@ -576,6 +586,36 @@ func (r *Root) teardown() error {
 	}
 	if r.b != nil {
 		r.b.cfg.log.Debug().Str("sandbox", r.ID).Msg("root torn down")
+	}
+	return nil
+}
+
+// Bind mounts source read-only at dest, one of the root's
+// Spec.MountPoints, on top of the empty directory there. Roots are built
+// ahead of time (a cache of generic sandboxes); this is how one later gets
+// a function's code. Binding a mount point twice stacks the new mount on
+// the old one. A process already inside the root sees the mount only if
+// it entered after Bind (a copy of the root taken earlier with Clone does
+// not change).
+func (r *Root) Bind(source, dest string) error {
+	dest = path.Clean(dest)
+	if !slices.Contains(r.mountPoints, dest) {
+		return fmt.Errorf("bind %q: not one of the root's mount points %v: %w", dest, r.mountPoints, ErrInvalid)
+	}
+	if !filepath.IsAbs(source) {
+		return fmt.Errorf("bind source %q is not an absolute path: %w", source, ErrInvalid)
+	}
+	st, err := os.Stat(source)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("bind source %q: must be an existing directory: %w", source, ErrInvalid)
+	}
+	rootfd, err := unix.Open(r.Path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bind %q: open root: %w", dest, os.NewSyscallError("open", err))
+	}
+	defer unix.Close(rootfd)
+	if err := attach(source, rootfd, dest[1:], attrRO); err != nil {
+		return fmt.Errorf("bind %s at %q: %w", source, dest, err)
 	}
 	return nil
 }

@@ -918,3 +918,39 @@ func TestSharedParent(t *testing.T) {
 		t.Errorf("mounts left under the parent: %v", m)
 	}
 }
+
+// TestMountPointsBindLate: a root built with MountPoints gets a function's
+// code bound there later, read-only, visible through the root and in a
+// Clone taken afterwards; other destinations are refused.
+func TestMountPointsBindLate(t *testing.T) {
+	b, _ := newTestBuilder(t)
+	r := build(t, b, "late", Spec{MountPoints: []string{"/code"}})
+	defer teardown(t, r)
+	if entries, err := os.ReadDir(filepath.Join(r.Path, "code")); err != nil || len(entries) != 0 {
+		t.Fatalf("mount point before Bind: %v %v", entries, err)
+	}
+	code := t.TempDir()
+	if err := os.WriteFile(filepath.Join(code, "f.py"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Bind(code, "/code"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Path, "code", "f.py")); err != nil {
+		t.Fatalf("bound code not visible: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(r.Path, "code", "g.py"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("write into bound code: %v, want EROFS", err)
+	}
+	for _, bad := range [][2]string{{code, "/usr"}, {code, "/other"}, {"relative", "/code"}, {"/nonexistent-sockfaas", "/code"}} {
+		if err := r.Bind(bad[0], bad[1]); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Bind(%q, %q): %v, want ErrInvalid", bad[0], bad[1], err)
+		}
+	}
+	if err := (Spec{MountPoints: []string{"/proc/x"}}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("reserved mount point: %v", err)
+	}
+	if err := (Spec{MountPoints: []string{"/code"}, Binds: []Bind{{Source: "/usr", Dest: "/code"}}}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("mount point that is also a bind: %v", err)
+	}
+}

@@ -39,3 +39,6 @@ func (r *Root) Teardown() error { return errUnsupported }
 
 // Clone fails: fsbind needs Linux.
 func (r *Root) Clone() (*os.File, error) { return nil, errUnsupported }
+
+// Bind reports that roots need Linux.
+func (r *Root) Bind(source, dest string) error { return errUnsupported }

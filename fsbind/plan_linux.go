@@ -105,7 +105,7 @@ func (b *Builder) plan(spec Spec) (plan, error) {
 	if tmpSize == 0 {
 		tmpSize = DefaultTmpSize
 	}
-	if spec.Base == "" && len(spec.Binds) == 0 && tmpSize == DefaultTmpSize {
+	if spec.Base == "" && len(spec.Binds) == 0 && len(spec.MountPoints) == 0 && tmpSize == DefaultTmpSize {
 		return b.defaults, nil
 	}
 	var p plan
@@ -123,8 +123,11 @@ func (b *Builder) plan(spec Spec) (plan, error) {
 
 	// Parents before children, so that a bind inside another bind lands on
 	// top of it; ties in name order, so that a plan is deterministic.
-	binds := make([]Bind, len(spec.Binds))
+	binds := make([]Bind, len(spec.Binds), len(spec.Binds)+len(spec.MountPoints))
 	copy(binds, spec.Binds)
+	for _, mp := range spec.MountPoints {
+		binds = append(binds, Bind{Source: b.emptyDir, Dest: mp})
+	}
 	for i := range binds {
 		binds[i].Dest = path.Clean(binds[i].Dest)
 	}

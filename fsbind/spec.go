@@ -45,6 +45,10 @@ type Spec struct {
 	Binds []Bind
 	// TmpSize limits /tmp; 0 means DefaultTmpSize.
 	TmpSize int64
+	// MountPoints are empty read-only directories made in the root so that
+	// something can be bound there after the root is built (Root.Bind): a
+	// root cached before anyone knows which function's code it will run.
+	MountPoints []string
 }
 
 // Bind mounts Source (a host file or directory) at Dest inside the root.
@@ -71,8 +75,12 @@ func (s Spec) Validate() error {
 	if s.TmpSize < 0 {
 		return fmt.Errorf("negative tmp size %d: %w", s.TmpSize, ErrInvalid)
 	}
-	seen := make(map[string]bool, len(s.Binds))
-	for _, b := range s.Binds {
+	seen := make(map[string]bool, len(s.Binds)+len(s.MountPoints))
+	binds := append([]Bind(nil), s.Binds...)
+	for _, mp := range s.MountPoints {
+		binds = append(binds, Bind{Source: "/", Dest: mp})
+	}
+	for _, b := range binds {
 		if strings.ContainsRune(b.Source, 0) || strings.ContainsRune(b.Dest, 0) {
 			return fmt.Errorf("bind %q on %q contains a NUL byte: %w", b.Source, b.Dest, ErrInvalid)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sockfaas/sockfaas/fsbind"
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
 	"github.com/sockfaas/sockfaas/internal/testutil"
 	"github.com/sockfaas/sockfaas/sandbox"
@@ -263,7 +264,7 @@ func TestZygoteHooks(t *testing.T) {
 	testutil.RequiresRoot(t)
 	ctx := context.Background()
 	b := newBackend(t, testutil.StateDir(t), "/"+testutil.UniqueName(t))
-	sbx, err := b.Create(ctx, "zyg", sandbox.Spec{})
+	sbx, err := b.Create(ctx, "zyg", sandbox.Spec{Root: fsbind.Spec{MountPoints: []string{"/late"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,6 +283,15 @@ func TestZygoteHooks(t *testing.T) {
 		t.Fatalf("privileged process: %q", out.String())
 	}
 
+	if err := sb.Bind("/usr/share/doc", "/late"); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/ls", "/late"}, Stdout: &out}); err != nil {
+		t.Fatal(err)
+	} else if st, err := p.Wait(ctx); err != nil || !st.Success() || !strings.Contains(out.String(), "python3") {
+		t.Fatalf("late bind not visible: %+v %v %q", st, err, out.String())
+	}
 	tree, err := sb.CloneRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -293,6 +303,9 @@ func TestZygoteHooks(t *testing.T) {
 	}
 	for _, f := range procs {
 		f.Close()
+	}
+	if err := sb.Bind("/usr/share", "/code"); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("Bind to a destination that is no mount point: %v", err)
 	}
 	sb.Adopt(12345)
 	if pids := sb.Info().Pids; len(pids) != 2 || pids[1] != 12345 {

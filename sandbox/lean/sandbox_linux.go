@@ -128,6 +128,25 @@ func (s *Sandbox) OpenCgroupProcs() ([]*os.File, error) {
 	return s.cg.OpenProcs()
 }
 
+// Bind mounts source read-only at dest, one of the sandbox's
+// Spec.Root.MountPoints, after the sandbox was created: a cached, generic
+// sandbox gets a function's code this way. Processes started (or forked
+// into the sandbox) afterwards see it.
+func (s *Sandbox) Bind(source, dest string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked("bind"); err != nil {
+		return err
+	}
+	if err := s.root.Bind(source, dest); err != nil {
+		if errors.Is(err, fsbind.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+		}
+		return fmt.Errorf("sandbox %q: %w", s.id, err)
+	}
+	return nil
+}
+
 // Adopt records pid, a process that entered the sandbox by itself (forked
 // from a zygote), so that Info lists it. Destroy kills it with everything
 // else in the sandbox's cgroup.
