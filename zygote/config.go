@@ -141,25 +141,34 @@ type ForkRequest struct {
 	Timeout time.Duration
 }
 
-// request is the fork message on the wire; see runtime/forkserver.py.
+// request is the fork message's header on the wire; see
+// runtime/forkserver.py. It carries nothing secret: the zygote server reads
+// it, and whatever it reads stays in memory every later child inherits.
 type request struct {
-	Op        string    `json:"op"`
-	Kind      Kind      `json:"kind"`
-	FDs       []string  `json:"fds"`
-	UID       uint32    `json:"uid"`
-	GID       uint32    `json:"gid"`
-	Hostname  string    `json:"hostname,omitempty"`
-	Dir       string    `json:"dir,omitempty"`
-	Env       []string  `json:"env"`
-	Argv      []string  `json:"argv,omitempty"`
-	Function  *Function `json:"function,omitempty"`
-	Packages  []string  `json:"packages,omitempty"`
-	Paths     []string  `json:"paths,omitempty"`
-	Socket    string    `json:"socket,omitempty"`
-	PIDNS     bool      `json:"pidns,omitempty"`
-	NewNet    bool      `json:"newnet,omitempty"`
-	TimeoutMS int64     `json:"timeout_ms,omitempty"`
-	Trace     bool      `json:"trace,omitempty"`
+	Op        string   `json:"op"`
+	Kind      Kind     `json:"kind"`
+	FDs       []string `json:"fds"`
+	UID       uint32   `json:"uid"`
+	GID       uint32   `json:"gid"`
+	Hostname  string   `json:"hostname,omitempty"`
+	PIDNS     bool     `json:"pidns,omitempty"`
+	NewNet    bool     `json:"newnet,omitempty"`
+	TimeoutMS int64    `json:"timeout_ms,omitempty"`
+	Trace     bool     `json:"trace,omitempty"`
+}
+
+// requestBody is the fork message's body: the environment (a function's
+// secrets), argv and the function's config. It travels in a memfd passed
+// with the header ("body"), which the zygote hands to the child unread;
+// only the child, after the fork, reads it.
+type requestBody struct {
+	Dir      string    `json:"dir,omitempty"`
+	Env      []string  `json:"env"`
+	Argv     []string  `json:"argv,omitempty"`
+	Function *Function `json:"function,omitempty"`
+	Packages []string  `json:"packages,omitempty"`
+	Paths    []string  `json:"paths,omitempty"`
+	Socket   string    `json:"socket,omitempty"`
 }
 
 // reply is what the zygote sends back: the fork outcome, then the exit.

@@ -21,10 +21,13 @@
 // children need, and listens on a SOCK_SEQPACKET socket in its scratch
 // directory.
 //
-// Fork sends the zygote, on a fresh connection, one JSON message with the
+// Fork sends the zygote, on a fresh connection, one JSON header with the
 // target sandbox's detached root mount tree (lean's CloneRoot), its
-// cgroup.procs files and optionally a network namespace and stdio, as
-// SCM_RIGHTS. The zygote hands it to a spare child it forked ahead of time
+// cgroup.procs files, a memfd holding the request's body (environment,
+// argv, function config: the secrets) and optionally a network namespace
+// and stdio, as SCM_RIGHTS. The zygote never reads the body, only the child
+// it forks does: what the zygote reads stays in the memory every later
+// child inherits. The zygote hands it to a spare child it forked ahead of time
 // (after gc.freeze(), and warmed up on a stand-in handler so that few
 // copy-on-write faults are left for the request's path), or forks one; the
 // zygote itself ran that request path on stand-ins before its first fork,
@@ -58,6 +61,20 @@
 // instead (exec only): the child then stays outside as a small monitor that
 // mirrors the program's exit status, with a reaper as PID 1 and the program
 // as PID 2.
+//
+// # Trust boundary
+//
+// Nothing a forked child writes back is trusted: until it is ready a serve
+// child runs the function's module and a child zygote its packages, with
+// the zygote's ready pipe open. The zygote takes from it only "ready" or a
+// bounded error text (anything else kills that child and fails that fork
+// with a ForkError at step "protocol"), reports the pid it forked itself
+// (the program's pid only from the monitor of a PID-namespace exec child),
+// and the Go side refuses a pid that is not in the target sandbox's cgroup.
+// A child dies with the zygote until it is ready (parent-death signal); a
+// fork that fails with ErrZygote kills what it may have left in the target
+// sandbox (processes there that the sandbox does not list and whose parent
+// is outside it), so a retry into the same sandbox starts clean.
 //
 // # The tree
 //

@@ -43,11 +43,9 @@ type Instance struct {
 	err    error
 }
 
-func newInstance(pid int, conn *net.UnixConn, sb *lean.Sandbox, oomBefore uint64) *Instance {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		fd = -1 // already gone: the exit message is on its way
-	}
+// newInstance: fd is a pidfd for pid, or -1 when the process is gone
+// already (the exit message is on its way).
+func newInstance(pid, fd int, conn *net.UnixConn, sb *lean.Sandbox, oomBefore uint64) *Instance {
 	return &Instance{pid: pid, pidfd: fd, conn: conn, sb: sb, oomBefore: oomBefore, done: make(chan struct{})}
 }
 
@@ -66,9 +64,9 @@ func (i *Instance) Signal(sig syscall.Signal) error {
 	i.pidMu.Lock()
 	if i.pidfd >= 0 {
 		err = unix.PidfdSendSignal(i.pidfd, sig, nil, 0)
-	} else {
-		err = unix.Kill(i.pid, sig)
 	}
+	// Without a pidfd the process is gone: never signal by number, which
+	// may have been reused by now.
 	i.pidMu.Unlock()
 	if errors.Is(err, unix.ESRCH) {
 		return nil

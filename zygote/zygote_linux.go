@@ -503,14 +503,17 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	}
 	msg := request{
 		Op: "fork", Kind: req.Kind, UID: req.UID, GID: req.GID, Hostname: req.Hostname,
-		Dir: req.Dir, Env: req.Env, Argv: req.Argv, Function: req.Function,
-		Packages: req.Packages, Paths: o.paths, PIDNS: req.PIDNamespace, NewNet: req.PrivateNet,
+		PIDNS: req.PIDNamespace, NewNet: req.PrivateNet,
 	}
-	if msg.Env == nil {
-		msg.Env = []string{}
+	body := requestBody{
+		Dir: req.Dir, Env: req.Env, Argv: req.Argv, Function: req.Function,
+		Packages: req.Packages, Paths: o.paths,
+	}
+	if body.Env == nil {
+		body.Env = []string{}
 	}
 	if req.Kind == KindZygote {
-		msg.UID, msg.GID, msg.Socket = 0, 0, Socket
+		msg.UID, msg.GID, body.Socket = 0, 0, Socket
 	}
 	timeout := req.Timeout
 	if timeout == 0 {
@@ -539,6 +542,11 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 		return nil, fmt.Errorf("fork into %s: %w", sb.ID(), err)
 	}
 	add("root", root, true)
+	bodyFile, err := writeBody(&body)
+	if err != nil {
+		return nil, fmt.Errorf("fork into %s: %w", sb.ID(), err)
+	}
+	add("body", bodyFile, true)
 	tr.mark("go_clone_root")
 	procs, err := sb.OpenCgroupProcs()
 	if err != nil {
@@ -590,6 +598,13 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	defer func() {
 		if err != nil {
 			conn.Close() // the zygote kills the child, if there is one
+			if errors.Is(err, ErrZygote) {
+				// The zygote may be dead and so unable to kill what it
+				// forked: a child that had not set its parent-death
+				// signal yet, or had cleared it. Nothing it left may
+				// meet a retry into the same sandbox.
+				killStrays(sb)
+			}
 		}
 	}()
 	tr.mark("go_dial")
@@ -628,8 +643,16 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 		return nil, ctx.Err()
 	}
 	_ = conn.SetDeadline(time.Time{})
-	inst := newInstance(r.Pid, conn, sb, oomBefore)
+	// The pid is the zygote's word: make sure it names a process in sb
+	// before holding (and later signalling) it.
+	pidfd, _, err := openInSandbox(r.Pid, sb)
+	if err != nil {
+		return nil, fmt.Errorf("zygote %s: %v: %w", z.cfg.ID, err, ErrZygote)
+	}
+	inst := newInstance(r.Pid, pidfd, conn, sb, oomBefore)
 	inst.afterExit = o.afterExit
+	// Recorded even when it is gone already (live false): it was in sb, or
+	// never became any other process (see openInSandbox).
 	sb.Adopt(r.Pid)
 	go inst.watch()
 	tr.mark("go_done")

@@ -12,21 +12,31 @@ only to stderr. An ImportError of a pre-imported package is fatal: it is
 reported on stderr ("error: import numpy: ...") and the server exits 2.
 
 Protocol: one SOCK_SEQPACKET connection per fork. The client sends ONE
-message: JSON plus the file descriptors it names (SCM_RIGHTS)::
+message: a JSON header plus the file descriptors it names (SCM_RIGHTS)::
 
     {"op": "fork", "kind": "exec" | "serve" | "zygote",
-     "fds": ["root", "cgroup", "cgroup", ..., "netns"?, "stdin"?, "stdout"?, "stderr"?],
-     "uid": N, "gid": N, "hostname": "...", "dir": "/", "env": ["K=V", ...],
-     "argv": [...],            # exec
-     "function": {...},        # serve: cfg for instance.serve
-     "packages": [...],        # zygote: imported by the child after it moved
+     "fds": ["root", "cgroup", "cgroup", ..., "body", "netns"?, "stdin"?, "stdout"?, "stderr"?],
+     "uid": N, "gid": N, "hostname": "...",
      "pidns": false,           # exec only: run the program in a new PID namespace
      "newnet": false,          # unshare a private network namespace (loopback up)
      "timeout_ms": 60000}      # how long the child may take to become ready
 
 "root" is a detached mount tree (open_tree clone of the target sandbox's
 root), "cgroup" each cgroup.procs file of the target cgroup (one per v1
-hierarchy), "netns" a network namespace to join.
+hierarchy), "netns" a network namespace to join, and "body" a memfd with
+the rest of the request, JSON::
+
+    {"dir": "/", "env": ["K=V", ...],
+     "argv": [...],            # exec
+     "function": {...},        # serve: cfg for instance.serve
+     "packages": [...], "paths": [...], "socket": "..."}  # zygote
+
+The body holds what is secret (a function's environment). The server never
+reads it: it passes the fd to the child, which reads it after the fork
+(_read_body). Whatever the server itself reads stays in its memory, and
+every child forked later (other functions, other uids) inherits a copy of
+that memory; so the header must carry nothing secret, and the receive
+buffer is zeroed after each request anyway.
 
 The server forks; the child isolates itself (steps below) and reports back
 on a close-on-exec pipe. The server then answers {"ok": true, "pid": P} (P a
@@ -35,6 +45,24 @@ listens) or {"ok": false, "error": "<step>: <message>"}. The connection stays
 open: when the child exits the server sends {"op": "exit", "pid": P,
 "status": <raw wait status>} and closes it. If the client closes the
 connection first, the child is SIGKILLed.
+
+Trust boundary: the ready pipe. Until it is ready, a serve child runs the
+function's own code (its module's top level) and a child zygote its
+packages' code, with the pipe's write end open; so nothing a child writes
+there is trusted. The server reads at most MAX_REPORT bytes (more kills the
+child), and a report can only make that one fork fail ("error <text>", kept
+as bounded plain text) or look ready early; any other line is a protocol
+error ("protocol: ..."), which kills the child and fails that fork only.
+The pid in the reply is the one the server forked, except for an exec child
+with a PID namespace: there the monitor (trusted code, whose program's copy
+of the pipe closes on execve) reports the program's pid, and only a child
+of the monitor is accepted. The Go side in turn checks that the pid is in
+the target sandbox's cgroup before it holds or signals it.
+
+Until it is ready a child also has SIGKILL as its parent-death signal (set
+again after its credentials change, which clears it), so that a server that
+dies mid-fork leaves no half-made child behind; a ready child, an execed
+program included, outlives the server like any instance.
 
 The child's steps, in order: join the target cgroup (first, so every page it
 touches from then on is charged there), setsid, unshare mount+uts+ipc (and
@@ -160,8 +188,15 @@ _FORWARDED = [s for s in signal.valid_signals()
               if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD) and s < signal.SIGRTMIN]
 
 READY_TIMEOUT_MS = 60000
-MAX_REQUEST = 1 << 20
+MAX_REQUEST = 64 << 10  # the header only: what is secret travels in the body
+MAX_BODY = 64 << 20
 MAX_FDS = 64
+# A child's reports on its ready pipe: at most this many bytes in all (a
+# child that writes more is killed), each line cut to MAX_REPORT_LINE.
+MAX_REPORT = 8192
+MAX_REPORT_LINE = 2048
+# What the body (see the module doc) may set in a request.
+BODY_KEYS = ("env", "argv", "dir", "function", "packages", "paths", "socket")
 
 
 class StepError(Exception):
@@ -267,8 +302,9 @@ def _close_except(keep):
 
 
 def _report(fd, line):
+    data = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_REPORT_LINE]
     try:
-        os.write(fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+        os.write(fd, data + b"\n")
     except OSError:
         pass
 
@@ -365,6 +401,29 @@ def _set_stdio(fds):
             os.close(fd)
 
 
+def _read_body(fd):
+    """The request's body: what is secret in it (env, argv, the function's
+    config). Only a child reads it, after the fork, from the memfd the
+    client filled; the server passes the fd on unread, so that no secret
+    ever lands in its memory, which every later child inherits."""
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_BODY:
+            raise StepError("request", "body over %d bytes" % MAX_BODY)
+        data = os.pread(fd, size, 0) if size else b""
+    except OSError as e:
+        raise StepError("request", "read body: %s" % (e.strerror or e))
+    finally:
+        os.close(fd)
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError as e:
+        raise StepError("request", "bad body: %s" % e)
+    if not isinstance(body, dict):
+        raise StepError("request", "bad body: not an object")
+    return {k: body[k] for k in BODY_KEYS if k in body}
+
+
 def _environ(req):
     env = {}
     for kv in req.get("env") or []:
@@ -400,6 +459,9 @@ def _exec(req, ready_w):
         raise StepError("exec", "empty argv")
     env = _environ(req)
     _reset_signals()
+    # The program outlives a zygote that dies from now on, like a served
+    # instance once ready (the Go side kills what a failed fork leaves).
+    SYS.prctl(PR_SET_PDEATHSIG, 0)
     name = argv[0]
     if "/" in name:
         candidates = [name]
@@ -462,6 +524,7 @@ def _monitor(req, fds, ready_w, uid, gid):
             _report(ready_w, "error exec: %s" % e)
         os._exit(127)
     # The monitor holds nothing the program's readers wait for.
+    SYS.prctl(PR_SET_PDEATHSIG, 0)
     _report(ready_w, "pid %d" % prog)
     os.close(ready_w)
     for name in ("stdin", "stdout", "stderr"):
@@ -525,6 +588,7 @@ def _spare(server, chan, ready_w):
     received them) and carries it out like a child forked for it. EOF on
     chan (the server closed it, or died) ends it."""
     try:
+        _die_with(server.pid)
         buf = server.rbuf  # the server's: only the pages a request fills are copied
         server.close_in_child()
         _close_except({chan.fileno(), ready_w})
@@ -536,6 +600,7 @@ def _spare(server, chan, ready_w):
         os._exit(0)
     t = time.perf_counter_ns()
     chan.close()
+    _zero(buf, len(data))
     try:
         req = json.loads(data)
         named = ForkServer._name_fds(req, fds)
@@ -546,9 +611,21 @@ def _spare(server, chan, ready_w):
 
 
 WARMUP_DIR = os.path.join(RUNTIME_DIR, "warmup")
-_WARMUP_REQUEST = (b'{"op": "fork", "kind": "serve", "fds": ["root", "cgroup", "cgroup"], "uid": 1, '
-                   b'"gid": 1, "env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "function": '
-                   b'{"socket": "/scratch/fn.sock", "dir": "/code", "name": "f"}, "timeout_ms": 60000}')
+_WARMUP_REQUEST = (b'{"op": "fork", "kind": "serve", "fds": ["root", "cgroup", "cgroup", "body"], "uid": 1, '
+                   b'"gid": 1, "timeout_ms": 60000}')
+_WARMUP_BODY = (b'{"env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "function": '
+                b'{"socket": "/scratch/fn.sock", "dir": "/code", "name": "f"}}')
+
+
+def _warm_body():
+    """Reads the stand-in body the way a child reads its own."""
+    fd = os.memfd_create("sockfaas-warmup", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, _WARMUP_BODY)
+    except OSError:
+        os.close(fd)
+        raise
+    return _read_body(fd)
 
 
 def _warmup_handler(use):
@@ -583,6 +660,7 @@ def _warm_up():
     depend on the function."""
     try:
         json.loads(_WARMUP_REQUEST)
+        _warm_body()
         os.environ["SOCKFAAS_WARMUP"] = "1"
         del os.environ["SOCKFAAS_WARMUP"]
         SYS.prctl(PR_GET_DUMPABLE)
@@ -645,6 +723,7 @@ def _prime():
                 hook()
             req = json.loads(_WARMUP_REQUEST)
             ForkServer._name_fds(req, [-1] * len(req["fds"]))
+            req.update(_warm_body())
             _environ(req)
             _warmup_handler(serve_one)
     except Exception as e:  # priming is an optimisation only
@@ -662,8 +741,29 @@ def _recv_request(sock, buf):
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         for fd in fds:
             os.close(fd)
+        _zero(buf, len(buf))
         raise ValueError("request over %d bytes or %d descriptors" % (MAX_REQUEST, MAX_FDS))
     return bytes(buf[:n]), fds
+
+
+def _zero(buf, n):
+    """Clears the first n bytes of the bytearray buf in place."""
+    if n > 0:
+        ctypes.memset((ctypes.c_char * n).from_buffer(buf), 0, n)
+
+
+def _die_with(parent):
+    """SIGKILL for this child when the server that forked it (parent)
+    dies, until it is ready (see _child): a half-made child must not
+    outlive a failed fork. If the server died already, exit now."""
+    global _PARENT
+    _PARENT = parent
+    SYS.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+_PARENT = 0  # in a child: the server that forked it
 
 
 def _child(server, req, fds, ready_w, t0=None):
@@ -674,8 +774,12 @@ def _child(server, req, fds, ready_w, t0=None):
         if req.get("trace"):
             _TRACE = [("child" if server is not None else "spare", t0 or time.perf_counter_ns())]
         if server is not None:
+            parent = server.pid
+            _die_with(parent)
             server.close_in_child()
             _mark("close_in_child")
+        else:
+            parent = _PARENT  # a spare: _spare set it
         keep = {ready_w}
         for v in fds.values():
             keep.update(v if isinstance(v, list) else [v])
@@ -691,6 +795,12 @@ def _child(server, req, fds, ready_w, t0=None):
             if _TRACE is not None:
                 _mark("cgroup%d" % i)
         _mark("cgroup")
+        if "body" in fds:
+            req.update(_read_body(fds.pop("body")))
+        else:
+            for k in BODY_KEYS:
+                req.pop(k, None)
+        _mark("body")
         _step("setsid", os.setsid)
         flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
         if req.get("newnet"):
@@ -726,6 +836,8 @@ def _child(server, req, fds, ready_w, t0=None):
             _monitor(req, fds, ready_w, uid, gid)  # never returns
         if kind != "zygote":
             _drop_privileges(uid, gid)
+            # A change of credentials clears the parent-death signal.
+            _die_with(parent)
             if kind == "serve":
                 # A changed uid made us non-dumpable, which would leave
                 # /proc/self root-owned; an instance is an ordinary process.
@@ -746,6 +858,8 @@ def _child(server, req, fds, ready_w, t0=None):
                 _TRACE.append(("#minflt", resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
                 _report(ready_w, "trace " + " ".join("%s=%d" % t for t in _TRACE))
                 _TRACE = None
+            # Ready: from now on the child outlives its zygote.
+            SYS.prctl(PR_SET_PDEATHSIG, 0)
             _report(ready_w, "ok")
             os.close(ready_w)
 
@@ -788,6 +902,22 @@ def _become_zygote(req, ready):
 # ---------------------------------------------------------------- the server
 
 
+def _is_child_of(pid, parent):
+    """Whether pid is parent's child (or already gone: a monitor reaps its
+    program before it exits, and then its report names no live process)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    except OSError:
+        return False
+    try:
+        return int(stat[stat.rindex(b")") + 2:].split()[1]) == parent
+    except (ValueError, IndexError):
+        return False
+
+
 class _Fork:
     """One fork request: its connection and its child."""
 
@@ -802,6 +932,10 @@ class _Fork:
         self.status = None  # raw wait status once reaped
         self.watched = True  # conn registered in the selector
         self.trace = None  # [(checkpoint, perf_counter_ns)] when the client asked
+        # Whether the child may report another pid: only the monitor of an
+        # exec child with a PID namespace, whose every writer to the ready
+        # pipe is trusted code (see _finish_ready).
+        self.allow_pid = False
 
 
 class _Spare:
@@ -820,6 +954,7 @@ class ForkServer:
         if SYS is None:
             SYS = _Sys()
         SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.pid = os.getpid()
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.nofile = (soft, hard)
         if soft < hard:
@@ -968,6 +1103,7 @@ class ForkServer:
         t0 = time.perf_counter_ns()
         try:
             data, fds = _recv_request(conn, self.rbuf)
+            _zero(self.rbuf, len(data))
         except (BlockingIOError, InterruptedError):
             return
         except ValueError as e:
@@ -1010,7 +1146,7 @@ class ForkServer:
         for name, fd in zip(names, fds):
             if name == "cgroup":
                 named["cgroup"].append(fd)
-            elif name in ("root", "netns", "stdin", "stdout", "stderr") and name not in named:
+            elif name in ("root", "body", "netns", "stdin", "stdout", "stderr") and name not in named:
                 named[name] = fd
             else:
                 raise ValueError("unexpected fd %r" % name)
@@ -1042,11 +1178,13 @@ class ForkServer:
             req = json.loads(data)
             timeout_ms = float(req.get("timeout_ms") or READY_TIMEOUT_MS)
             trace = [("z_event", t0), ("z_handed", t1)] if req.get("trace") else None
+            allow_pid = req.get("kind") == "exec" and bool(req.get("pidns"))
         except (ValueError, TypeError, AttributeError):
-            timeout_ms, trace = READY_TIMEOUT_MS, None
+            timeout_ms, trace, allow_pid = READY_TIMEOUT_MS, None, False
         os.set_blocking(sp.ready_r, False)
         f = _Fork(conn, sp.pid, sp.ready_r, time.monotonic() + timeout_ms / 1000.0)
         f.trace = trace
+        f.allow_pid = allow_pid
         self.forks[sp.pid] = f
         self.conns.discard(conn)
         self.sel.modify(conn, selectors.EVENT_READ, ("running", f))
@@ -1079,6 +1217,7 @@ class ForkServer:
         timeout = float(req.get("timeout_ms") or READY_TIMEOUT_MS) / 1000.0
         f = _Fork(conn, pid, ready_r, time.monotonic() + timeout)
         f.trace = trace
+        f.allow_pid = req.get("kind") == "exec" and bool(req.get("pidns"))
         self.forks[pid] = f
         self.conns.discard(conn)
         self.sel.modify(conn, selectors.EVENT_READ, ("running", f))
@@ -1122,26 +1261,71 @@ class ForkServer:
         except OSError:
             chunk = b""
         if chunk:
+            if len(f.buf) + len(chunk) > MAX_REPORT:
+                f.buf = b""
+                self._finish_ready(f, error="protocol: the child wrote over %d bytes on its ready pipe"
+                                   % MAX_REPORT)
+                return
             f.buf += chunk
             return
         self._finish_ready(f)
 
-    def _finish_ready(self, f, timeout=False):
+    def _parse_report(self, f):
+        """Reads what the child wrote on its ready pipe; returns an error
+        text or None. Trust boundary: until it is ready, a serve child runs
+        the function's own code (its module's top level) with the pipe
+        open, and a child zygote runs its packages' code, so any of those
+        bytes may be hostile. They can only ever make this one fork fail
+        ("error <text>": plain text, bounded) or look ready early; anything
+        else is a protocol error that kills the child. A "pid" line, the
+        one thing that would let a child name another process, is taken
+        only from the monitor of a PID-namespace exec child (trusted code
+        up to execve, which closes the pipe) and only for a child of it."""
+        error = None
+        pid = None
+        lines = f.buf.decode("utf-8", "replace").split("\n")
+        if lines[-1] != "":
+            return "protocol: the child's report ends in an unfinished line"
+        for line in lines[:-1]:
+            word, _, rest = line.partition(" ")
+            if line == "ok":
+                continue
+            if word == "error":
+                error = error or (rest[:MAX_REPORT_LINE] or "unknown error")
+            elif word == "trace":
+                if f.trace is None:
+                    continue
+                marks = []
+                for kv in rest.split():
+                    k, _, v = kv.partition("=")
+                    if not k or not v.isdigit() or len(v) > 20:
+                        return "protocol: bad trace report from the child"
+                    marks.append((k[:64], int(v)))
+                f.trace.extend(marks)
+            elif word == "pid" and f.allow_pid and pid is None:
+                if not rest.isdigit() or len(rest) > 10:
+                    return "protocol: bad pid report from the child"
+                pid = int(rest)
+                if pid <= 0 or not _is_child_of(pid, f.pid):
+                    return "protocol: the child reported pid %d, not a child of its own" % pid
+            else:
+                return "protocol: unexpected report from the child"
+        if pid is not None and error is None:
+            f.report_pid = pid
+        return error
+
+    def _finish_ready(self, f, timeout=False, error=None):
         if f.trace is not None:
             f.trace.append(("z_eof", time.perf_counter_ns()))
         self.sel.unregister(f.ready_r)
         os.close(f.ready_r)
         f.ready_r = None
-        error = None
-        for line in f.buf.decode("utf-8", "replace").splitlines():
-            if line.startswith("pid "):
-                f.report_pid = int(line[4:])
-            elif line.startswith("trace ") and f.trace is not None:
-                for kv in line[6:].split():
-                    k, _, v = kv.partition("=")
-                    f.trace.append((k, int(v)))
-            elif line.startswith("error "):
-                error = error or line[6:]
+        if error is None:
+            try:
+                error = self._parse_report(f)
+            except Exception as e:  # no bytes of a child may end the server
+                error = "protocol: bad report from the child (%s)" % type(e).__name__
+        f.buf = b""
         if timeout:
             error = "timeout: the child was not ready in time"
         f.replied = True

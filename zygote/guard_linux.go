@@ -1,0 +1,229 @@
+package zygote
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/sandbox/lean"
+)
+
+// cgroupRoot is where the host's cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup/"
+
+// writeBody puts a fork request's body (see requestBody) in a fresh memfd,
+// for the child to read after the fork: the zygote passes it on unread.
+func writeBody(b *requestBody) (*os.File, error) {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.MemfdCreate("sockfaas-fork-body", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("request body: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "sockfaas-fork-body")
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			f.Close()
+			return nil, fmt.Errorf("request body: %w", err)
+		}
+		data = data[n:]
+	}
+	return f, nil
+}
+
+// openInSandbox opens a pidfd for pid, the pid a zygote reported for a
+// child it forked into sb, and checks that the process is in sb's cgroup:
+// a zygote is not trusted to name any other process. live is false when
+// the process is gone already (fd is then -1): it cannot be signalled, and
+// its exit message is on its way.
+func openInSandbox(pid int, sb *lean.Sandbox) (fd int, live bool, err error) {
+	if pid <= 0 {
+		return -1, false, fmt.Errorf("bad pid %d in reply", pid)
+	}
+	fd, err = unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return -1, false, nil
+		}
+		return -1, false, fmt.Errorf("pidfd of pid %d: %w", pid, err)
+	}
+	// With the pidfd open, pid names that process for as long as the
+	// check below finds it alive.
+	ok, err := pidInCgroups(pid, sb.Info().Cgroups)
+	if ok {
+		if unix.PidfdSendSignal(fd, 0, nil, 0) == nil {
+			return fd, true, nil
+		}
+		return fd, false, nil // exited meanwhile: no signal reaches anything
+	}
+	if gone(pid, fd) {
+		// A zombie (or reaped) process has left its cgroup: harmless.
+		return fd, false, nil
+	}
+	unix.Close(fd)
+	if err != nil {
+		return -1, false, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return -1, false, fmt.Errorf("reported pid %d is not in sandbox %s's cgroup: refused", pid, sb.ID())
+}
+
+// gone reports whether the process behind pidfd (pid) has exited or is
+// exiting: an exiting process leaves its cgroups before it becomes a
+// zombie, so a process not found in its sandbox's cgroup is given a moment
+// to finish exiting. A live process elsewhere never does.
+func gone(pid, pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		n, err := unix.Poll(fds, int(time.Until(deadline)/time.Millisecond)+1)
+		if err == nil && n > 0 {
+			return true // a pidfd polls readable once its process exited
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// pidInCgroups reports whether /proc/<pid>/cgroup puts the process in every
+// one of dirs (host cgroup directories, as in sandbox.Info.Cgroups; one per
+// v1 hierarchy, or the v2 one).
+func pidInCgroups(pid int, dirs []string) (bool, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return false, err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	checked := 0
+	for _, dir := range dirs {
+		rel, ok := strings.CutPrefix(filepath.Clean(dir), cgroupRoot)
+		if !ok {
+			continue // not a hierarchy we can name
+		}
+		checked++
+		if !cgroupListed(lines, rel) {
+			return false, nil
+		}
+	}
+	return checked > 0, nil
+}
+
+// cgroupListed: whether one of /proc/<pid>/cgroup's lines names rel, a
+// cgroup directory relative to cgroupRoot ("memory/a/b" in the v1 memory
+// hierarchy, "a/b" in v2).
+func cgroupListed(lines []string, rel string) bool {
+	hier, sub, _ := strings.Cut(rel, "/")
+	for _, l := range lines {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		ctrls, path := parts[1], parts[2]
+		if ctrls == "" {
+			if path == "/"+rel {
+				return true
+			}
+			continue
+		}
+		if path != "/"+sub {
+			continue
+		}
+		if ctrls == hier {
+			return true
+		}
+		for _, c := range strings.Split(ctrls, ",") {
+			if c == hier || c == "name="+hier {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// killStrays kills what a failed fork may have left in sb: every process
+// in sb's cgroup that sb does not list (lean's Info) and whose parent is
+// outside the cgroup, i.e. a zygote's child that no one adopted, or what
+// it forked and left behind; children of listed processes are left alone.
+// It repeats until none is left (a killed process's children are the next
+// ones), for at most a second.
+func killStrays(sb *lean.Sandbox) {
+	info := sb.Info()
+	if len(info.Cgroups) == 0 {
+		return
+	}
+	procs := filepath.Join(info.Cgroups[0], "cgroup.procs")
+	known := map[int]bool{}
+	for _, p := range info.Pids {
+		known[p] = true
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		b, err := os.ReadFile(procs)
+		if err != nil {
+			return
+		}
+		in := map[int]bool{}
+		for _, f := range strings.Fields(string(b)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				in[p] = true
+			}
+		}
+		var strays []int
+		for p := range in {
+			if !known[p] && !in[parentOf(p)] {
+				strays = append(strays, p)
+			}
+		}
+		if len(strays) == 0 || time.Now().After(deadline) {
+			return
+		}
+		for _, p := range strays {
+			if fd, err := unix.PidfdOpen(p, 0); err == nil {
+				_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+				unix.Close(fd)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// parentOf is pid's parent pid (0 if unknown).
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	p, _ := strconv.Atoi(f[1])
+	return p
+}
