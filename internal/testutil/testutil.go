@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
-	"golang.org/x/sys/unix"
 )
 
 // RequiresRoot skips t unless the test runs as root. Root-only tests run in
@@ -48,9 +47,7 @@ func StateDir(tb testing.TB) string {
 		// into whatever it binds: report it, detach it, then remove.
 		if leaked := MountsUnder(dir); len(leaked) > 0 {
 			tb.Errorf("mounts left under %s: %v", dir, leaked)
-			for i := len(leaked) - 1; i >= 0; i-- {
-				_ = unix.Unmount(leaked[i], unix.MNT_DETACH)
-			}
+			detach(leaked)
 		}
 		_ = os.RemoveAll(dir)
 	})

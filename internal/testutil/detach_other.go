@@ -1,0 +1,6 @@
+//go:build !linux
+
+package testutil
+
+// detach does nothing where there are no such mounts.
+func detach([]string) {}
