@@ -150,6 +150,29 @@ func BenchmarkInvoke(b *testing.B) {
 	}
 	b.Run("warm/back-to-back", func(b *testing.B) { measure(b, "hello", "warm", 0) })
 	b.Run("warm/gaps-20ms", func(b *testing.B) { measure(b, "hello", "warm", 20*time.Millisecond) })
+	// The floor of the same round trip: a Go HTTP handler that answers at
+	// once, no sandbox or instance behind it. With gaps, this is what waking
+	// idle CPUs costs on the machine.
+	for _, gap := range []time.Duration{0, 20 * time.Millisecond} {
+		b.Run(fmt.Sprintf("floor/gaps-%dms", gap.Milliseconds()), func(b *testing.B) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("X-Sockfaas-Start", "warm")
+				_, _ = w.Write([]byte(`{"hello":"bench"}`))
+			})}
+			go func() { _ = srv.Serve(l) }()
+			defer srv.Close()
+			floor := &invokeServer{url: "http://" + l.Addr().String(), client: s.client}
+			saved := s
+			s = floor
+			measure(b, "floor", "warm", gap)
+			s = saved
+		})
+	}
 
 	b.Run("paused", func(b *testing.B) {
 		p := newInvokeServer(b, invoker.WithPauseAfter(5*time.Millisecond))
