@@ -1,0 +1,210 @@
+package invoker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Retention of asynchronous results.
+const (
+	// AsyncResultTTL is how long a finished asynchronous invocation's
+	// result is kept.
+	AsyncResultTTL = 15 * time.Minute
+	// AsyncMaxResults caps the invocations remembered (queued, running
+	// and finished); beyond it the oldest finished ones are forgotten.
+	AsyncMaxResults = 10000
+)
+
+// invokeFunc is the synchronous path the async queue runs its jobs on.
+type invokeFunc func(ctx context.Context, name string, payload []byte, o InvokeOptions) (*Result, error)
+
+// asyncQueue runs invocations in the background: a bounded in-memory queue
+// served by a few workers, and a bounded table of outcomes for
+// AsyncResult.
+//
+// It is at-most-once: a job is lost if the process ends before it ran.
+// Retries, a dead-letter list and a backup copy upstream (issue 6) fit in
+// here: a job carries what a retry needs (name, payload, options), and
+// outcomes are recorded in one place (finish).
+type asyncQueue struct {
+	invoke invokeFunc
+	log    zerolog.Logger
+	ttl    time.Duration
+	max    int
+	now    func() time.Time
+
+	jobs chan *asyncJob
+	// runCtx is what jobs run under; cancelled when close gives up
+	// waiting.
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	wg        sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	draining bool // close began: queued jobs are not started any more
+	results  map[string]*asyncEntry
+	order    []string // IDs, oldest first
+}
+
+type asyncJob struct {
+	id      string
+	name    string
+	payload []byte
+	opts    InvokeOptions
+}
+
+type asyncEntry struct {
+	done     bool
+	res      *Result
+	err      error
+	finished time.Time
+}
+
+func newAsyncQueue(invoke invokeFunc, workers, size int, log zerolog.Logger) *asyncQueue {
+	workers = max(workers, 1)
+	q := &asyncQueue{
+		invoke: invoke, log: log, ttl: AsyncResultTTL, max: AsyncMaxResults, now: time.Now,
+		jobs:    make(chan *asyncJob, max(size, 0)),
+		results: map[string]*asyncEntry{},
+	}
+	q.runCtx, q.cancelRun = context.WithCancel(context.Background())
+	for range workers {
+		q.wg.Add(1)
+		go q.work()
+	}
+	return q
+}
+
+func newAsyncID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// submit queues a job and returns its ID; ErrOverloaded when the queue is
+// full, ErrClosed after close.
+func (q *asyncQueue) submit(name string, payload []byte, o InvokeOptions) (string, error) {
+	id, err := newAsyncID()
+	if err != nil {
+		return "", fmt.Errorf("async invocation id: %w", err)
+	}
+	if o.RequestID == "" {
+		o.RequestID = id
+	}
+	job := &asyncJob{id: id, name: name, payload: append([]byte(nil), payload...), opts: o}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return "", ErrClosed
+	}
+	select {
+	case q.jobs <- job:
+	default:
+		return "", fmt.Errorf("%w: async queue full (%d waiting)", ErrOverloaded, cap(q.jobs))
+	}
+	q.results[id] = &asyncEntry{}
+	q.order = append(q.order, id)
+	q.pruneLocked()
+	return id, nil
+}
+
+func (q *asyncQueue) work() {
+	defer q.wg.Done()
+	for job := range q.jobs {
+		q.mu.Lock()
+		draining := q.draining
+		q.mu.Unlock()
+		if draining {
+			q.finish(job.id, nil, fmt.Errorf("invoker closed before the invocation started: %w", ErrClosed))
+			continue
+		}
+		res, err := q.invoke(q.runCtx, job.name, job.payload, job.opts)
+		if err != nil {
+			q.log.Debug().Err(err).Str("func", job.name).Str("id", job.id).Msg("async invocation failed")
+		}
+		q.finish(job.id, res, err)
+	}
+}
+
+func (q *asyncQueue) finish(id string, res *Result, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.results[id]
+	if e == nil { // forgotten meanwhile
+		return
+	}
+	e.done, e.res, e.err, e.finished = true, res, err, q.now()
+}
+
+// result implements Service.AsyncResult: once done, the invocation's
+// Result or its error (an error with done true is the invocation's, not
+// the lookup's).
+func (q *asyncQueue) result(id string) (*Result, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pruneLocked()
+	e := q.results[id]
+	if e == nil {
+		return nil, false, fmt.Errorf("async invocation %q: %w", id, ErrNotFound)
+	}
+	if !e.done {
+		return nil, false, nil
+	}
+	if e.err != nil {
+		return nil, true, fmt.Errorf("async invocation %s: %w", id, e.err)
+	}
+	return e.res, true, nil
+}
+
+// pruneLocked forgets finished entries older than the TTL and, beyond the
+// size cap, the oldest finished ones.
+func (q *asyncQueue) pruneLocked() {
+	now := q.now()
+	over := len(q.order) - q.max
+	kept := q.order[:0]
+	for _, id := range q.order {
+		e := q.results[id]
+		if e.done && (now.Sub(e.finished) > q.ttl || over > 0) {
+			delete(q.results, id)
+			over--
+			continue
+		}
+		kept = append(kept, id)
+	}
+	clear(q.order[len(kept):])
+	q.order = kept
+}
+
+// close stops taking jobs, fails the queued ones and waits for the running
+// ones until ctx is done; then it cancels them and waits for the workers.
+func (q *asyncQueue) close(ctx context.Context) error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.closed, q.draining = true, true
+	close(q.jobs)
+	q.mu.Unlock()
+	done := make(chan struct{})
+	go func() { q.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("wait for async invocations: %w", ctx.Err())
+		q.cancelRun()
+		<-done
+	}
+	q.cancelRun()
+	return err
+}
