@@ -22,8 +22,12 @@ setup-peers: ## also install the peers the tests and benchmarks compare against 
 build: ## build bin/sockfaas
 	$(GO) build -o $(BIN) ./cmd/sockfaas
 
+.PHONY: run
+run: setup build ## the main job: run the invoker with the example functions (Ctrl-C stops it and cleans up)
+	$(BIN) run --examples
+
 .PHONY: demo
-demo: setup build ## the main job: create a lean sandbox and run commands in it
+demo: setup build ## create a lean sandbox, run commands in it that show its isolation, and time it
 	$(BIN) demo
 
 .PHONY: test

@@ -1,5 +1,6 @@
-// Command sockfaas is the sockfaas CLI: lean sandboxes (and, as the project
-// grows, zygotes, the invoker and its HTTP API) on one Linux machine.
+// Command sockfaas is the sockfaas CLI: the invoker and its HTTP APIs
+// (sockfaas run), the client commands that talk to it, and lean sandboxes
+// on their own, on one Linux machine.
 package main
 
 import (
@@ -8,12 +9,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"github.com/sockfaas/sockfaas/invoker"
 	"github.com/sockfaas/sockfaas/sandbox/libct"
 )
 
@@ -25,10 +28,20 @@ type globals struct {
 	LogFormat string `help:"Log format: auto (console on a terminal, JSON otherwise), console, json." default:"auto" enum:"auto,console,json" env:"SOCKFAAS_LOG_FORMAT"`
 	StateDir  string `help:"State directory (keep it short: Unix socket paths are limited to 108 bytes)." default:"/run/sockfaas" env:"SOCKFAAS_STATE_DIR"`
 	Cgroup    string `help:"Absolute cgroup path for sockfaas's cgroups." default:"/sockfaas" env:"SOCKFAAS_CGROUP"`
+	Config    string `help:"YAML file of flag values (keys are flag names); replaces the defaults ${config_files}." env:"SOCKFAAS_CONFIG" type:"path" placeholder:"FILE"`
 }
 
 type cli struct {
 	globals
+
+	Run    runCmd    `cmd:"" help:"Run the invoker and its HTTP APIs (native, AWS Lambda, OpenLambda) in the foreground."`
+	Deploy deployCmd `cmd:"" help:"Deploy a function from a directory or a .tar.gz to a running invoker."`
+	Invoke invokeCmd `cmd:"" help:"Invoke a function and print its result."`
+	Ls     lsCmd     `cmd:"" help:"List the deployed functions."`
+	Rm     rmCmd     `cmd:"" help:"Remove functions and their instances."`
+	Ps     psCmd     `cmd:"" help:"Show instances, zygotes and caches."`
+	Logs   logsCmd   `cmd:"" help:"Print a function's captured output (stdout and stderr of its handlers)."`
+	Doctor doctorCmd `cmd:"" help:"Check this machine for what sockfaas needs, and say how to fix what is missing."`
 
 	Demo    demoCmd    `cmd:"" help:"Create a lean sandbox, run commands in it that show its isolation, and time it."`
 	Sandbox sandboxCmd `cmd:"" help:"Work with single sandboxes."`
@@ -46,14 +59,12 @@ func main() {
 	libct.Init()
 
 	var c cli
-	kctx := kong.Parse(&c,
-		kong.Name("sockfaas"),
-		kong.Description("Fast lean sandboxes for serverless functions on one Linux machine."),
-		kong.UsageOnError(),
-		kong.Vars{"version": version},
-	)
+	kctx := kong.Parse(&c, kongOptions(defaultConfigFiles)...)
 	if c.LogLevel == "" {
-		c.LogLevel = "warn" // every command so far is one-shot
+		c.LogLevel = "warn" // one-shot commands say only what went wrong
+		if kctx.Command() == "run" {
+			c.LogLevel = "info" // a service logs its lifecycle
+		}
 	}
 	log := newLogger(c.globals)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,6 +80,24 @@ func main() {
 	if err != nil {
 		log.Error().Err(err).Msg("sockfaas " + kctx.Command())
 		os.Exit(1)
+	}
+}
+
+// kongOptions describe the CLI to kong; configFiles are read when --config
+// is not given (see configResolver).
+func kongOptions(configFiles []string) []kong.Option {
+	return []kong.Option{
+		kong.Name("sockfaas"),
+		kong.Description("Fast lean sandboxes for serverless functions on one Linux machine."),
+		kong.UsageOnError(),
+		kong.Vars{
+			"version":      version,
+			"endpoint":     defaultEndpoint,
+			"listen":       defaultListen,
+			"registry_dir": invoker.DefaultRegistryDir,
+			"config_files": strings.Join(configFiles, " and "),
+		},
+		kong.Resolvers(&configResolver{defaults: configFiles}),
 	}
 }
 
@@ -91,9 +120,9 @@ func newLogger(g globals) zerolog.Logger {
 	}
 	var l zerolog.Logger
 	if format == "console" {
-		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"})
+		l = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"})
 	} else {
-		l = zerolog.New(os.Stderr)
+		l = zerolog.New(stderr)
 	}
 	return l.Level(lvl).With().Timestamp().Logger()
 }
