@@ -47,6 +47,7 @@ type StatusInfo struct {
 	Zygotes       []ZygoteInfo   `json:"zygotes"`
 	GenericCached int            `json:"generic_cached"`
 	MemoryBytes   uint64         `json:"memory_bytes"`
+	Evictions     uint64         `json:"evictions"`
 }
 
 // InstanceInfo is InstanceStatus on the wire.
@@ -79,6 +80,7 @@ func NewStatusInfo(st Status) StatusInfo {
 		Zygotes:       make([]ZygoteInfo, len(st.Zygotes)),
 		GenericCached: st.GenericCached,
 		MemoryBytes:   st.MemoryBytes,
+		Evictions:     st.Evictions,
 	}
 	for i, in := range st.Instances {
 		out.Instances[i] = InstanceInfo(in)

@@ -482,6 +482,7 @@ func (iv *Invoker) Status() Status {
 		st.Zygotes = append(st.Zygotes, zs)
 	}
 	st.GenericCached = iv.generic.Stats().Ready
+	st.Evictions = iv.handlers.Stats().Evictions
 	return st
 }
 

@@ -40,6 +40,7 @@ type httpMetrics struct {
 	invocations        *prometheus.CounterVec
 	starts             *prometheus.CounterVec
 	invocationDuration *prometheus.HistogramVec
+	startDuration      *prometheus.HistogramVec
 	requestDuration    *prometheus.HistogramVec
 }
 
@@ -59,6 +60,11 @@ func newMetrics(reg prometheus.Registerer, svc Service, log zerolog.Logger) *htt
 			Help:    "Duration of completed synchronous invocations as the invoker measured it, start of the instance included.",
 			Buckets: latencyBuckets,
 		}, []string{"function", "start"}),
+		startDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sockfaas_start_duration_seconds",
+			Help:    "Time completed synchronous invocations spent getting an instance (warm, paused: resume, cold: zygote fork, fresh: new interpreter); the rest of sockfaas_invocation_duration_seconds is the handler's run.",
+			Buckets: latencyBuckets,
+		}, []string{"function", "start"}),
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sockfaas_request_duration_seconds",
 			Help:    "Duration of HTTP requests by route pattern (unmatched, unauthorized for requests no route served).",
@@ -68,6 +74,7 @@ func newMetrics(reg prometheus.Registerer, svc Service, log zerolog.Logger) *htt
 	m.invocations = registerCollector(reg, m.invocations, log)
 	m.starts = registerCollector(reg, m.starts, log)
 	m.invocationDuration = registerCollector(reg, m.invocationDuration, log)
+	m.startDuration = registerCollector(reg, m.startDuration, log)
 	m.requestDuration = registerCollector(reg, m.requestDuration, log)
 	registerCollector(reg, newStatusCollector(svc), log)
 	return m
@@ -138,6 +145,7 @@ func (m *httpMetrics) invoked(name string, res *Result, err error) {
 	}
 	m.starts.WithLabelValues(name, start).Inc()
 	m.invocationDuration.WithLabelValues(name, start).Observe(res.Duration.Seconds())
+	m.startDuration.WithLabelValues(name, start).Observe(res.StartDuration.Seconds())
 }
 
 // queued counts the submission of an asynchronous invocation.
@@ -155,6 +163,7 @@ func (m *httpMetrics) forget(name string) {
 	m.invocations.DeletePartialMatch(labels)
 	m.starts.DeletePartialMatch(labels)
 	m.invocationDuration.DeletePartialMatch(labels)
+	m.startDuration.DeletePartialMatch(labels)
 }
 
 // statusCollector turns Service.Status into gauges at each scrape, so that
@@ -166,6 +175,7 @@ type statusCollector struct {
 	generic   *prometheus.Desc
 	memory    *prometheus.Desc
 	functions *prometheus.Desc
+	evictions *prometheus.Desc
 }
 
 // instanceStates are always exported, 0 when no instance is in them, so
@@ -180,6 +190,7 @@ func newStatusCollector(svc Service) *statusCollector {
 		generic:   prometheus.NewDesc("sockfaas_generic_cached", "Ready sandboxes not yet bound to a function (the generic sandbox cache).", nil, nil),
 		memory:    prometheus.NewDesc("sockfaas_memory_bytes", "Memory the invoker counts in use by its instances, zygotes and cached sandboxes.", nil, nil),
 		functions: prometheus.NewDesc("sockfaas_functions", "Deployed functions.", nil, nil),
+		evictions: prometheus.NewDesc("sockfaas_evictions_total", "Instances closed to stay within the memory budget (or a per-function idle cap).", nil, nil),
 	}
 }
 
@@ -189,6 +200,7 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.generic
 	ch <- c.memory
 	ch <- c.functions
+	ch <- c.evictions
 }
 
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
@@ -207,6 +219,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	sendGauge(ch, c.generic, float64(st.GenericCached))
 	sendGauge(ch, c.memory, float64(st.MemoryBytes))
 	sendGauge(ch, c.functions, float64(st.Functions))
+	if m, err := prometheus.NewConstMetric(c.evictions, prometheus.CounterValue, float64(st.Evictions)); err == nil {
+		ch <- m
+	}
 }
 
 // gauge sends a gauge's value, or the error that made it (a label count

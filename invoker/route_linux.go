@@ -177,6 +177,7 @@ func (iv *Invoker) run(ctx context.Context, fn *Function, payload []byte, o Invo
 		}
 		return nil, fmt.Errorf("invoke %q: start an instance: %w", fn.Name, err)
 	}
+	started := time.Since(begin)
 	inst.state.Store(stateBusy)
 	inst.invocations.Add(1)
 
@@ -208,7 +209,8 @@ func (iv *Invoker) run(ctx context.Context, fn *Function, payload []byte, o Invo
 	}
 	inst.state.Store(stateIdle)
 	lease.Release(!iv.isRetired(key))
-	out := &Result{RequestID: reqID, Payload: res.Payload, FunctionError: res.FunctionError, Start: start, Duration: time.Since(begin)}
+	out := &Result{RequestID: reqID, Payload: res.Payload, FunctionError: res.FunctionError, Start: start,
+		Duration: time.Since(begin), StartDuration: started}
 	switch {
 	case res.Status == 200 || res.FunctionError:
 	case res.Status == 400:

@@ -57,8 +57,12 @@ type Result struct {
 	FunctionError bool
 	// Start says where the instance came from: "warm", "paused", "cold"
 	// (a zygote fork into a cached sandbox) or "fresh" (a new interpreter).
-	Start    string
-	Duration time.Duration
+	Start string
+	// Duration is the whole call; StartDuration the part spent getting an
+	// instance (acquiring, resuming or creating it), so Duration minus
+	// StartDuration is the handler's run.
+	Duration      time.Duration
+	StartDuration time.Duration
 }
 
 // Status is a snapshot of the invoker for sockfaas ps and /metrics.
@@ -69,6 +73,9 @@ type Status struct {
 	// GenericCached is the number of ready, unbound sandboxes.
 	GenericCached int
 	MemoryBytes   uint64
+	// Evictions counts instances closed to stay within the memory budget
+	// (or a per-function idle cap) since the invoker started.
+	Evictions uint64
 }
 
 // InstanceStatus describes one live instance.
