@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command sockfaas is the sockfaas CLI: the invoker and its HTTP APIs
 // (sockfaas run), the client commands that talk to it, and lean sandboxes
 // on their own, on one Linux machine.
