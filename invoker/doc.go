@@ -1,6 +1,38 @@
-// Package invoker turns sockfaas's parts into a service. So far it holds
-// the function registry: Registry keeps deployed functions, their code and
-// Manifest, in a directory it owns, so that they survive a restart.
+// Package invoker turns sockfaas's parts into a service: a function
+// registry, an Invoker that routes calls to instances, and the HTTP APIs in
+// front of it. Another Go program uses it without the CLI:
+//
+//	inv, err := invoker.New(ctx, invoker.WithLogger(log))
+//	fn, err := inv.Deploy(ctx, "hello", invoker.FromDir("/srv/hello"))
+//	res, err := inv.Invoke(ctx, "hello", []byte(`{"name":"you"}`), invoker.InvokeOptions{})
+//	http.ListenAndServe("127.0.0.1:8088", invoker.NewHandler(inv))
+//
+// # Routing
+//
+// Invoke takes, in order: a warm idle instance of the function's version
+// (pool.Handlers), a paused one (resumed), or a new one: a ready sandbox from
+// the generic cache (pool.Generic; root stitched, cgroup taken) gets the
+// function's code bound at /code and a network, and the deepest zygote
+// whose packages the function requires forks an instance into it; if that
+// fails, a fresh interpreter starts in the sandbox instead. Result.Start
+// says which. Per-function (manifest MaxConcurrency) and global limits with
+// a bounded queue turn excess load into ErrOverloaded; a call that runs past
+// the function's timeout kills its instance (ErrTimeout); an instance that
+// dies mid-call is discarded (ErrFunctionCrashed) and the invoker carries on.
+// Idle instances are paused after WithPauseAfter, off the request path, and
+// evicted under WithMemoryBudget, paused ones first.
+//
+// # HTTP
+//
+// NewHandler serves the native API (/v1/functions..., /v1/invocations/{id},
+// /v1/status), AWS Lambda's Invoke API (/2015-03-31/functions/{name}/
+// invocations), OpenLambda's /run/{name}, /healthz and Prometheus /metrics,
+// over any Service; every error is mapped to a status code in one place.
+//
+// # The registry
+//
+// Registry keeps deployed functions, their code and Manifest, in a
+// directory it owns, so that they survive a restart.
 //
 // # Deploying
 //
