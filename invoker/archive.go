@@ -312,6 +312,9 @@ func (s *archiveSource) stage(ctx context.Context, dst *os.Root, lim limits) err
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue // metadata for the whole archive (git archive writes one)
+		}
 		name, err := entryName(hdr.Name)
 		if err != nil {
 			return err

@@ -392,15 +392,26 @@ func writeBody(w http.ResponseWriter, status int, contentType string, data []byt
 // readBody reads a request body of at most limit bytes: a larger
 // Content-Length is refused before reading, and a body without one is
 // cut after limit+1 bytes.
+// bodyTimeout bounds how long a client may take to send a request body.
+const bodyTimeout = 60 * time.Second
+
 func readBody(w *httpRecorder, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, fmt.Errorf("%w: request body of %d bytes is over the limit of %d bytes", ErrTooLarge, r.ContentLength, limit)
 	}
+	// Memory grows with the bytes that arrive, not with what the client
+	// announces: a Content-Length alone must not reserve megabytes.
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, 64<<10)))
 	}
+	// The body must arrive within bodyTimeout; the deadline is lifted again
+	// before the (possibly long) invocation runs. A server-wide ReadTimeout
+	// would instead cancel the request's context mid-invocation.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 	_, err := buf.ReadFrom(limitBody(w, r, limit))
+	_ = rc.SetReadDeadline(time.Time{})
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):

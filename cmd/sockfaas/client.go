@@ -48,7 +48,10 @@ func (f clientFlags) client() (*apiClient, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	// No overall timeout: invocations may run up to 15 minutes. Commands
 	// bound their calls with the context.
-	return &apiClient{base: u, token: f.Token, http: &http.Client{}}, nil
+	// Redirects are not followed: the token must go only where the user
+	// pointed the CLI.
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &apiClient{base: u, token: f.Token, http: hc}, nil
 }
 
 // apiError is an error response of the API: its status and the message of
@@ -105,7 +108,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader,
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if isNotListening(err) {
-			return nil, &notRunningError{endpoint: c.base.String(), err: err}
+			return nil, &notRunningError{endpoint: c.base.Redacted(), err: err}
 		}
 		return nil, err
 	}

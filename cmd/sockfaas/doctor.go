@@ -259,7 +259,11 @@ func checkPython(ctx context.Context, python string) []checkResult {
 			fix: "apt-get install python3 (or make setup): the zygotes and handlers run on it"}}
 	}
 	res := []checkResult{{level: levelOK, what: python + ": " + strings.TrimSpace(string(out))}}
-	ver, err := exec.CommandContext(ctx, python, "-c", "import numpy; print(numpy.__version__)").CombinedOutput()
+	// -I and "/" as the working directory: a numpy.py lying around where
+	// doctor runs (as root) must not be what gets imported.
+	probe := exec.CommandContext(ctx, python, "-I", "-c", "import numpy; print(numpy.__version__)")
+	probe.Dir = "/"
+	ver, err := probe.CombinedOutput()
 	if err != nil {
 		res = append(res, checkResult{level: levelWarn, what: "numpy is not importable by " + python + " (only the numpy example needs it)",
 			fix: "apt-get install python3-numpy (or make setup)"})

@@ -225,6 +225,12 @@ func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr 
 	srv := &http.Server{
 		Handler:           invoker.NewHandler(inv, hopts...),
 		ReadHeaderTimeout: 10 * time.Second,
+		// Idle keep-alive connections, authorised or not, are closed after
+		// two minutes; request bodies have a deadline of their own (the
+		// invoker's handler sets it). No read or write timeout here: a
+		// synchronous invocation may legitimately run for 15 minutes.
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
 	}
 	// The banner goes first: the listener is bound, so a client that
 	// reads it and connects at once waits in the backlog, not refused.
