@@ -28,10 +28,14 @@ type invokeFunc func(ctx context.Context, name string, payload []byte, o InvokeO
 // served by a few workers, and a bounded table of outcomes for
 // AsyncResult.
 //
-// It is at-most-once: a job is lost if the process ends before it ran.
-// Retries, a dead-letter list and a backup copy upstream (issue 6) fit in
-// here: a job carries what a retry needs (name, payload, options), and
-// outcomes are recorded in one place (finish).
+// Delivery is at least once while the process lives: a failed attempt is
+// retried with backoff per retry, and an event that fails every attempt
+// goes to the dead-letter list (see afterAttempt in localqueue.go). An
+// event keeps its ID, which the handler sees as aws_request_id, across
+// attempts: it is the idempotency key. A job is lost if the process ends
+// before it ran; a backup copy upstream (issue 6) fits in here: a job
+// carries what a retry needs, and outcomes are recorded in one place
+// (finish).
 type asyncQueue struct {
 	invoke invokeFunc
 	log    zerolog.Logger
@@ -51,6 +55,10 @@ type asyncQueue struct {
 	draining bool // close began: queued jobs are not started any more
 	results  map[string]*asyncEntry
 	order    []string // IDs, oldest first
+
+	retry    RetryPolicy // zero: one attempt
+	dead     *deadLetterList
+	retrying map[*asyncJob]*time.Timer // jobs waiting for their next attempt
 }
 
 type asyncJob struct {
@@ -58,6 +66,10 @@ type asyncJob struct {
 	name    string
 	payload []byte
 	opts    InvokeOptions
+
+	trace    *Trace // the sending function's, or nil
+	queued   time.Time
+	attempts int // made so far
 }
 
 type asyncEntry struct {
@@ -73,6 +85,7 @@ func newAsyncQueue(invoke invokeFunc, workers, size int, log zerolog.Logger) *as
 		invoke: invoke, log: log, ttl: AsyncResultTTL, max: AsyncMaxResults, now: time.Now,
 		jobs:    make(chan *asyncJob, max(size, 0)),
 		results: map[string]*asyncEntry{},
+		dead:    &deadLetterList{max: DefaultDeadLetters},
 	}
 	q.runCtx, q.cancelRun = context.WithCancel(context.Background())
 	for range workers {
@@ -93,6 +106,11 @@ func newAsyncID() (string, error) {
 // submit queues a job and returns its ID; ErrOverloaded when the queue is
 // full, ErrClosed after close.
 func (q *asyncQueue) submit(name string, payload []byte, o InvokeOptions) (string, error) {
+	return q.submitTraced(name, payload, o, nil)
+}
+
+// submitTraced is submit for an event sent by a function: tr is its trace.
+func (q *asyncQueue) submitTraced(name string, payload []byte, o InvokeOptions, tr *Trace) (string, error) {
 	id, err := newAsyncID()
 	if err != nil {
 		return "", fmt.Errorf("async invocation id: %w", err)
@@ -100,7 +118,7 @@ func (q *asyncQueue) submit(name string, payload []byte, o InvokeOptions) (strin
 	if o.RequestID == "" {
 		o.RequestID = id
 	}
-	job := &asyncJob{id: id, name: name, payload: append([]byte(nil), payload...), opts: o}
+	job := &asyncJob{id: id, name: name, payload: append([]byte(nil), payload...), opts: o, trace: tr, queued: q.now()}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -127,9 +145,16 @@ func (q *asyncQueue) work() {
 			q.finish(job.id, nil, fmt.Errorf("invoker closed before the invocation started: %w", ErrClosed))
 			continue
 		}
-		res, err := q.invoke(q.runCtx, job.name, job.payload, job.opts)
+		ctx := q.runCtx
+		if job.trace != nil {
+			ctx = withTrace(ctx, job.trace)
+		}
+		res, err := q.invoke(ctx, job.name, job.payload, job.opts)
 		if err != nil {
 			q.log.Debug().Err(err).Str("func", job.name).Str("id", job.id).Msg("async invocation failed")
+		}
+		if q.afterAttempt(job, res, err) {
+			continue
 		}
 		q.finish(job.id, res, err)
 	}
@@ -195,6 +220,7 @@ func (q *asyncQueue) close(ctx context.Context) error {
 	q.closed, q.draining = true, true
 	close(q.jobs)
 	q.mu.Unlock()
+	q.stopRetries()
 	done := make(chan struct{})
 	go func() { q.wg.Wait(); close(done) }()
 	var err error

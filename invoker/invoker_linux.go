@@ -53,6 +53,7 @@ type Invoker struct {
 	uids       *zygote.UIDPool
 	logs       *logs
 	async      *asyncQueue
+	local      localConfig // the local queue's settings (localqueue.go)
 	runtimeDir string
 
 	global  chan struct{} // global concurrency slots
@@ -79,6 +80,7 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	local := takeLocalConfig(&cfg)
 	switch {
 	case !filepath.IsAbs(cfg.stateDir):
 		return nil, fmt.Errorf("new invoker: %w: state dir %q is not absolute", ErrInvalid, cfg.stateDir)
@@ -93,7 +95,7 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 		}
 	}
 	iv := &Invoker{
-		cfg: cfg, log: cfg.log,
+		cfg: cfg, log: cfg.log, local: local,
 		uids:    zygote.NewUIDPool(zygote.DefaultUIDBase, zygote.DefaultUIDs),
 		global:  make(chan struct{}, cfg.maxConc),
 		closing: make(chan struct{}),
@@ -209,6 +211,7 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 		return nil, fmt.Errorf("new invoker: %w", err)
 	}
 	iv.async = newAsyncQueue(iv.Invoke, cfg.asyncWorkers, cfg.asyncQueue, cfg.log)
+	iv.async.setRetry(local.retry, local.deadLetters)
 
 	iv.log.Info().Str("state", cfg.stateDir).Str("registry", iv.reg.Dir()).Str("cgroup", cfg.cgroup).
 		Int("functions", len(iv.reg.List())).Bool("network", iv.net != nil).Msg("invoker ready")

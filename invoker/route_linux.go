@@ -182,6 +182,18 @@ func (iv *Invoker) run(ctx context.Context, fn *Function, payload []byte, o Invo
 	inst.invocations.Add(1)
 
 	deadline := time.Now().Add(timeout)
+	tr := traceFrom(ctx)
+	if tr != nil && !tr.Deadline.IsZero() && tr.Deadline.Before(deadline) {
+		// A call from a function: the callee gets what is left of the
+		// caller's time, and times out as itself.
+		deadline = tr.Deadline
+		if timeout = time.Until(deadline); timeout <= 0 {
+			inst.state.Store(stateIdle)
+			lease.Release(true)
+			return nil, fmt.Errorf("invoke %q: %w", fn.Name, &TimeoutError{Function: fn.Name, Timeout: 0})
+		}
+	}
+	inst.call.Store(newCallState(fn.Name, fn.Version, reqID, deadline, tr))
 	runCtx, cancel := context.WithDeadline(ctx, deadline)
 	res, err := inst.client.Invoke(runCtx, zygote.InvokeRequest{Payload: payload, RequestID: reqID, Deadline: deadline})
 	cancel()
@@ -382,6 +394,9 @@ func (iv *Invoker) fork(ctx context.Context, inst *instance, logw *os.File, nsPa
 	if err := os.Chown(sb.Scratch(), int(inst.uid), int(inst.uid)); err != nil {
 		return fmt.Errorf("scratch of %s: %w", sb.ID(), err)
 	}
+	if err := iv.listenBus(inst, sb.Scratch()); err != nil {
+		return err
+	}
 	zi, err := iv.tree.Fork(ctx, sb, fn.Imports, zygote.ForkRequest{
 		Kind: zygote.KindServe,
 		Function: &zygote.Function{
@@ -430,6 +445,9 @@ func (iv *Invoker) startFresh(ctx context.Context, inst *instance, logw *os.File
 	inst.sb, inst.id = sb, sb.ID()
 	if err := os.Chown(sb.Scratch(), int(inst.uid), int(inst.uid)); err != nil {
 		return fmt.Errorf("scratch of %s: %w", sb.ID(), err)
+	}
+	if err := iv.listenBus(inst, sb.Scratch()); err != nil {
+		return err
 	}
 	args := []string{zygote.Python, "-I", zygote.RuntimeDir + "/instance.py",
 		"--socket", instanceSocket, "--dir", codeMount,
@@ -545,6 +563,8 @@ type instance struct {
 	pid    int
 	client *zygote.Client
 	att    *netns.Attachment
+	bus    *bus                      // the local queue's socket
+	call   atomic.Pointer[callState] // the call served now (or last)
 
 	started     time.Time
 	invocations atomic.Uint64
@@ -604,6 +624,9 @@ func (i *instance) MemoryBytes(ctx context.Context) (uint64, error) {
 func (i *instance) Close(ctx context.Context) error {
 	i.closeOnce.Do(func() {
 		var errs []error
+		if i.bus != nil {
+			i.bus.close()
+		}
 		if i.client != nil {
 			_ = i.client.Close()
 		}
@@ -637,6 +660,10 @@ func (i *instance) Close(ctx context.Context) error {
 // dropSandbox destroys the sandbox of a failed fork, keeping the uid and
 // the network for the fresh fallback.
 func (i *instance) dropSandbox() {
+	if i.bus != nil {
+		i.bus.close()
+		i.bus = nil
+	}
 	if i.client != nil {
 		_ = i.client.Close()
 		i.client = nil

@@ -36,6 +36,12 @@ to CRLFCRLF, Content-Length body): http.server's header parsing costs more
 than the rest of a warm invocation. Connections are persistent; a single
 thread multiplexes them with epoll but runs one request at a time.
 
+The handler can call other functions with the SDK, runtime/sockfaas.py
+(``import sockfaas``): serve puts the runtime directory at the end of
+sys.path, points SOCKFAAS_SOCKET at sockfaas.sock beside the instance's own
+socket (the invoker listens there), and before each call hands the SDK the
+request's id and deadline, which its calls carry.
+
 The handler's stdout and stderr are the process's fds 1 and 2 (whoever starts
 the instance points them at files); both are flushed after every invocation.
 The server writes nothing per request. SIGTERM exits 0 at once.
@@ -390,18 +396,23 @@ class _Server:
             except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
                 return _protocol_error(400, "InvalidRequestContentException", "could not parse request body as JSON: %s" % e)
         try:
+            rid = headers.get("x-request-id") or ""
+            dl = headers.get("x-deadline-ms")
+            deadline = None
+            if dl:
+                try:
+                    deadline = int(dl)
+                except ValueError:
+                    pass
+            if deadline is None:
+                deadline = time.time() * 1000 + NO_DEADLINE_MS
+            # The SDK, once the handler imported it, sends the request's
+            # trace with the calls it makes.
+            sdk = _modules.get("sockfaas")
+            if sdk is not None:
+                sdk._rid, sdk._deadline_ms = rid, deadline
             if self.lambda_style:
-                rid = headers.get("x-request-id") or _uuid4()
-                dl = headers.get("x-deadline-ms")
-                deadline = None
-                if dl:
-                    try:
-                        deadline = int(dl)
-                    except ValueError:
-                        pass
-                if deadline is None:
-                    deadline = time.time() * 1000 + NO_DEADLINE_MS
-                result = self.fn(event, LambdaContext(self.static, rid, deadline))
+                result = self.fn(event, LambdaContext(self.static, rid or _uuid4(), deadline))
             else:
                 result = self.fn(event)
         except Exception as e:
@@ -584,6 +595,18 @@ def _listen(path):
 
 
 _socket_path = None  # to unlink on SIGTERM
+_modules = sys.modules
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+SDK_SOCKET = "sockfaas.sock"  # the SDK's socket, beside the instance's own
+
+
+def _sdk_setup(s):
+    # The SDK (runtime/sockfaas) is importable by the handler, after its own
+    # modules; it finds the invoker's socket beside the instance's.
+    if _RUNTIME_DIR not in sys.path:
+        sys.path.append(_RUNTIME_DIR)
+    if s["socket"]:
+        os.environ.setdefault("SOCKFAAS_SOCKET", os.path.join(os.path.dirname(s["socket"]), SDK_SOCKET))
 
 
 def _no_mark(name):
@@ -615,6 +638,7 @@ def serve(cfg, ready=None, mark=None):
     if mark is None:
         mark = _no_mark
     s = _settings(cfg)
+    _sdk_setup(s)
     fn = _load(s)
     mark("load")
     server = _Server(s, fn)
