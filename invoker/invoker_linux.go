@@ -80,7 +80,7 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	local := takeLocalConfig(&cfg)
+	local := cfg.local
 	switch {
 	case !filepath.IsAbs(cfg.stateDir):
 		return nil, fmt.Errorf("new invoker: %w: state dir %q is not absolute", ErrInvalid, cfg.stateDir)

@@ -115,30 +115,7 @@ func defaultLocalConfig() localConfig {
 	return localConfig{maxDepth: DefaultMaxCallDepth, retry: DefaultRetryPolicy, deadLetters: DefaultDeadLetters, upstream: NoUpstream{}}
 }
 
-// localOptions holds the local queue's settings of a config being built:
-// config lives in options.go, which this part does not change yet, so its
-// options land here until New takes them (takeLocalConfig). Moving these
-// four fields into config makes this go away.
-var localOptions sync.Map // *config → *localConfig
-
-func localOption(f func(*localConfig)) Option {
-	return func(c *config) {
-		v, _ := localOptions.LoadOrStore(c, &localConfig{})
-		lc := v.(*localConfig)
-		if lc.upstream == nil { // fresh entry
-			*lc = defaultLocalConfig()
-		}
-		f(lc)
-	}
-}
-
-// takeLocalConfig returns (and forgets) the local queue's settings of c.
-func takeLocalConfig(c *config) localConfig {
-	if v, ok := localOptions.LoadAndDelete(c); ok {
-		return *v.(*localConfig)
-	}
-	return defaultLocalConfig()
-}
+func localOption(f func(*localConfig)) Option { return func(c *config) { f(&c.local) } }
 
 // WithMaxCallDepth bounds call chains between functions: a call that would
 // make a chain of more than n functions fails with ErrCallDepth, which also

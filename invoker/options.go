@@ -65,6 +65,7 @@ type config struct {
 	asyncWorkers   int
 	asyncQueue     int
 	registryOpts   []RegistryOption
+	local          localConfig // the local queue's settings (localqueue.go)
 }
 
 func defaultConfig() config {
@@ -82,6 +83,7 @@ func defaultConfig() config {
 		fresh:          true,
 		asyncWorkers:   DefaultAsyncWorkers,
 		asyncQueue:     DefaultAsyncQueue,
+		local:          defaultLocalConfig(),
 	}
 }
 
