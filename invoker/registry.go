@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sockfaas/sockfaas/internal/statedir"
+	"github.com/sockfaas/sockfaas/netns"
 	"github.com/sockfaas/sockfaas/zygote"
 )
 
@@ -93,7 +94,16 @@ type registryConfig struct {
 	python   string
 	pkgDirs  []string
 	log      zerolog.Logger
+	// hostNet allows manifests with network: host, which skips every
+	// rule package netns installs (host loopback, metadata addresses).
+	hostNet bool
 }
+
+// WithHostNetwork allows functions whose manifest asks for the host's
+// network stack (network: host). Off by default: such a function reaches
+// the host's loopback services, its abstract Unix sockets and the cloud
+// metadata address, so only an operator should turn it on.
+func WithHostNetwork(allowed bool) RegistryOption { return func(c *registryConfig) { c.hostNet = allowed } }
 
 // WithKeepVersions sets how many versions are kept besides the newest
 // (default DefaultKeepVersions): older ones are removed when a deploy adds
@@ -417,6 +427,9 @@ func (r *Registry) deploy(ctx context.Context, name string, src Source) (*Functi
 	lm, err := loadManifest(code)
 	if err != nil {
 		return nil, err
+	}
+	if lm.manifest.Network == netns.ModeHost && !r.cfg.hostNet {
+		return nil, fmt.Errorf("%w: network: host is not allowed on this invoker (the operator can allow it: sockfaas run --allow-host-network)", ErrInvalid)
 	}
 	imports, err := r.resolve(ctx, lm)
 	if err != nil {

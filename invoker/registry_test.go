@@ -928,3 +928,20 @@ func ExampleRegistry() {
 	// true
 	// true
 }
+
+// TestHostNetworkNeedsTheOperator: network: host is refused unless the
+// registry was opened with WithHostNetwork(true).
+func TestHostNetworkNeedsTheOperator(t *testing.T) {
+	src := writeTree(t, map[string]string{"lambda_function.py": lambdaSrc, "sockfaas.yaml": "network: host\n"})
+	r := openRegistry(t, "")
+	if _, err := r.Deploy(context.Background(), "hostnet", invoker.FromDir(src)); !errors.Is(err, invoker.ErrInvalid) {
+		t.Fatalf("network: host by default: %v, want ErrInvalid", err)
+	}
+	if len(r.List()) != 0 {
+		t.Fatalf("registry changed: %v", r.List())
+	}
+	allowed := openRegistry(t, "", invoker.WithHostNetwork(true))
+	if _, err := allowed.Deploy(context.Background(), "hostnet", invoker.FromDir(src)); err != nil {
+		t.Fatalf("network: host when allowed: %v", err)
+	}
+}

@@ -35,6 +35,7 @@ type runCmd struct {
 	Zygote       []string      `help:"Warm a zygote with these packages imported on start, e.g. numpy or numpy,pandas. Repeatable." placeholder:"PKG[,PKG...]" sep:"none"`
 	MemoryBudget string        `help:"Memory the instances may use together, e.g. 4G (default: half of the machine's)." placeholder:"SIZE"`
 	NoNetwork    bool          `help:"No network manager: every instance is loopback-only whatever its manifest says (no bridge, no iptables)."`
+	AllowHostNet bool          `name:"allow-host-network" help:"Allow functions whose manifest says network: host (they reach the host's loopback services and the metadata address)."`
 	RegistryDir  string        `help:"Where deployed functions are kept across restarts." default:"${registry_dir}" env:"SOCKFAAS_REGISTRY_DIR" type:"path"`
 	Generic      int           `help:"Ready generic sandboxes to keep for cold starts." default:"-1" hidden:""`
 	Drain        time.Duration `help:"On SIGINT/SIGTERM, how long in-flight calls may finish before they are cut off." default:"10s"`
@@ -140,6 +141,9 @@ func (c *runCmd) options(g *globals, log zerolog.Logger) ([]invoker.Option, erro
 	}
 	if sets := c.zygotes(); len(sets) > 0 {
 		opts = append(opts, invoker.WithZygotes(sets))
+	}
+	if c.AllowHostNet {
+		opts = append(opts, invoker.WithRegistryOptions(invoker.WithHostNetwork(true)))
 	}
 	if c.NoNetwork {
 		opts = append(opts, invoker.WithNetwork(nil))
