@@ -19,6 +19,9 @@ const (
 	// AsyncMaxResults caps the invocations remembered (queued, running
 	// and finished); beyond it the oldest finished ones are forgotten.
 	AsyncMaxResults = 10000
+	// AsyncMaxResultBytes caps the payload bytes of the finished results
+	// kept: beyond it the oldest finished ones are forgotten first.
+	AsyncMaxResultBytes = 128 << 20
 )
 
 // invokeFunc is the synchronous path the async queue runs its jobs on.
@@ -55,6 +58,7 @@ type asyncQueue struct {
 	draining bool // close began: queued jobs are not started any more
 	results  map[string]*asyncEntry
 	order    []string // IDs, oldest first
+	bytes    int      // payload bytes of the finished results kept
 
 	retry    RetryPolicy // zero: one attempt
 	dead     *deadLetterList
@@ -167,7 +171,15 @@ func (q *asyncQueue) finish(id string, res *Result, err error) {
 	if e == nil { // forgotten meanwhile
 		return
 	}
+	if res != nil {
+		// Keep an exact-size copy: the result may sit here for minutes.
+		kept := *res
+		kept.Payload = append([]byte(nil), res.Payload...)
+		res = &kept
+		q.bytes += len(kept.Payload)
+	}
 	e.done, e.res, e.err, e.finished = true, res, err, q.now()
+	q.pruneLocked()
 }
 
 // result implements Service.AsyncResult: once done, the invocation's
@@ -191,15 +203,18 @@ func (q *asyncQueue) result(id string) (*Result, bool, error) {
 }
 
 // pruneLocked forgets finished entries older than the TTL and, beyond the
-// size cap, the oldest finished ones.
+// count or the byte cap, the oldest finished ones.
 func (q *asyncQueue) pruneLocked() {
 	now := q.now()
 	over := len(q.order) - q.max
 	kept := q.order[:0]
 	for _, id := range q.order {
 		e := q.results[id]
-		if e.done && (now.Sub(e.finished) > q.ttl || over > 0) {
+		if e.done && (now.Sub(e.finished) > q.ttl || over > 0 || q.bytes > AsyncMaxResultBytes) {
 			delete(q.results, id)
+			if e.res != nil {
+				q.bytes -= len(e.res.Payload)
+			}
 			over--
 			continue
 		}
