@@ -46,6 +46,8 @@ type funcLog struct {
 	mu   sync.Mutex // guards f and size against Logs' reads
 	f    *os.File
 	size int64
+
+	dropped bool // the function was removed: delete the files when done (guarded by logs.mu)
 }
 
 func newLogs(dir string, max int64, log zerolog.Logger) (*logs, error) {
@@ -98,6 +100,12 @@ func (l *logs) copy(name string, fl *funcLog) {
 		fl.r.Close()
 		l.mu.Lock()
 		delete(l.live, fl)
+		// A removed function's log goes with its last instance, unless the
+		// name was deployed again meanwhile (its new log has the same path).
+		if fl.dropped && l.funcs[name] == nil {
+			_ = os.Remove(fl.path)
+			_ = os.Remove(fl.path + ".1")
+		}
 		l.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)
@@ -176,12 +184,16 @@ func (fl *funcLog) rotateLocked() error {
 }
 
 // drop stops collecting name's output: once its instances are gone the
-// copier sees the end of the pipe and closes the file. The files stay, so
-// that the logs of a removed function can still be read.
+// copier sees the end of the pipe, closes the file and deletes it (a
+// removed function's logs must not pile up in the state directory, which
+// is often in memory).
 func (l *logs) drop(name string) {
 	l.mu.Lock()
 	fl := l.funcs[name]
 	delete(l.funcs, name)
+	if fl != nil {
+		fl.dropped = true
+	}
 	l.mu.Unlock()
 	if fl != nil {
 		fl.w.Close()

@@ -66,6 +66,12 @@ func fnKey(fn *Function) string {
 	return fn.Name + "@" + strconv.Itoa(fn.Version) + "#" + strconv.FormatInt(fn.Created.UnixNano(), 36)
 }
 
+// isCurrent reports whether key is the newest deployed version of name.
+func (iv *Invoker) isCurrent(name, key string) bool {
+	cur, err := iv.reg.Get(name)
+	return err == nil && fnKey(cur) == key
+}
+
 // Invoke implements Service. See the package documentation for the route.
 func (iv *Invoker) Invoke(ctx context.Context, name string, payload []byte, o InvokeOptions) (*Result, error) {
 	if len(payload) > MaxPayloadBytes {
@@ -220,7 +226,10 @@ func (iv *Invoker) run(ctx context.Context, fn *Function, payload []byte, o Invo
 		}
 	}
 	inst.state.Store(stateIdle)
-	lease.Release(!iv.isRetired(key))
+	// Back to the cache only while key is still the function's current
+	// version: a redeploy or a Remove that raced this call (say, during its
+	// cold start) must not leave an old instance cached.
+	lease.Release(!iv.isRetired(key) && iv.isCurrent(fn.Name, key))
 	out := &Result{RequestID: reqID, Payload: res.Payload, FunctionError: res.FunctionError, Start: start,
 		Duration: time.Since(begin), StartDuration: started}
 	switch {
