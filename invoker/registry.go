@@ -103,7 +103,9 @@ type registryConfig struct {
 // network stack (network: host). Off by default: such a function reaches
 // the host's loopback services, its abstract Unix sockets and the cloud
 // metadata address, so only an operator should turn it on.
-func WithHostNetwork(allowed bool) RegistryOption { return func(c *registryConfig) { c.hostNet = allowed } }
+func WithHostNetwork(allowed bool) RegistryOption {
+	return func(c *registryConfig) { c.hostNet = allowed }
+}
 
 // WithKeepVersions sets how many versions are kept besides the newest
 // (default DefaultKeepVersions): older ones are removed when a deploy adds
