@@ -85,7 +85,10 @@ func (iv *Invoker) listenBus(inst *instance, scratch string) error {
 	if err != nil {
 		return fmt.Errorf("local queue socket: %w", err)
 	}
-	if err := os.Chown(path, int(inst.uid), int(inst.uid)); err == nil {
+	// Only the instance's own uid may connect: the socket is how the
+	// invoker knows who calls.
+	err = os.Chown(path, int(inst.uid), int(inst.uid))
+	if err == nil {
 		err = os.Chmod(path, 0o600)
 	}
 	if err != nil {
