@@ -183,35 +183,47 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if env == nil {
 		env = []string{}
 	}
-	cmd := &exec.Cmd{
-		Path:       l.path,
-		Args:       cfg.helperArgs(),
-		Env:        env,
-		Stdin:      cfg.Stdin,
-		Stdout:     cfg.Stdout,
-		Stderr:     cfg.Stderr,
-		ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS), // fds 3, 4, 5 (, 6)
-		// Without a PID namespace a background child of the program can
-		// hold a stdio pipe open after the program exited; Wait then stops
-		// copying after this long instead of waiting for it.
-		WaitDelay: time.Second,
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cfg.Cloneflags,
-			// Out of the caller's session: no controlling terminal, no
-			// terminal signals (Ctrl-C) reaching sandboxes.
-			Setsid:      true,
-			UseCgroupFD: cfg.CgroupFD >= 0,
-			CgroupFD:    cfg.CgroupFD,
-			// No Pdeathsig: it tracks the forking thread, not the process,
-			// and Go threads come and go.
-		},
+	newCmd := func() *exec.Cmd {
+		return &exec.Cmd{
+			Path:       l.path,
+			Args:       cfg.helperArgs(),
+			Env:        env,
+			Stdin:      cfg.Stdin,
+			Stdout:     cfg.Stdout,
+			Stderr:     cfg.Stderr,
+			ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS), // fds 3, 4, 5 (, 6)
+			// Without a PID namespace a background child of the program can
+			// hold a stdio pipe open after the program exited; Wait then stops
+			// copying after this long instead of waiting for it.
+			WaitDelay: time.Second,
+			SysProcAttr: &syscall.SysProcAttr{
+				Cloneflags: cfg.Cloneflags,
+				// Out of the caller's session: no controlling terminal, no
+				// terminal signals (Ctrl-C) reaching sandboxes.
+				Setsid:      true,
+				UseCgroupFD: cfg.CgroupFD >= 0,
+				CgroupFD:    cfg.CgroupFD,
+				// No Pdeathsig: it tracks the forking thread, not the process,
+				// and Go threads come and go.
+			},
+		}
 	}
+	cmd := newCmd()
 	l.mu.RLock()
 	if l.exe == nil {
 		l.mu.RUnlock()
 		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
 	}
 	err := cmd.Start()
+	if errors.Is(err, syscall.EACCES) {
+		// Seen once in many thousands of starts, only while other test
+		// binaries were mounting and unmounting in parallel: exec of our
+		// own sealed helper refused with EACCES. Nothing was started (the
+		// reader of Stdin was not touched), so trying once more is safe.
+		time.Sleep(time.Millisecond)
+		cmd = newCmd()
+		err = cmd.Start()
+	}
 	l.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox init: start helper: %w", err)
