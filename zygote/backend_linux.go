@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockfaas/sockfaas/sandbox"
 	"github.com/sockfaas/sockfaas/sandbox/lean"
 )
@@ -217,6 +219,7 @@ func (s *Sandbox) Start(ctx context.Context, p sandbox.ProcessSpec) (sandbox.Pro
 	io.closeChildEnds()
 	if err != nil {
 		io.abort()
+		s.settleFailedFork()
 		var fe *ForkError
 		if errors.As(err, &fe) && errors.Is(err, sandbox.ErrNotFound) {
 			return nil, fmt.Errorf("start %q in %q: %w: %w", p.Args[0], s.ID(), sandbox.ErrNotFound, err)
@@ -323,6 +326,57 @@ func startTime(pid int) (string, bool) {
 		return "", false
 	}
 	return f[19], true
+}
+
+// settleFailedFork makes sure a fork that failed left nothing in the
+// sandbox when Start returns: every process in its cgroup whose parent is
+// outside it (the fork's child, a PID namespace's reaper orphaned to the
+// zygote) and that is no live instance is killed, and each one seen is
+// waited for until the zygote has reaped it; for at most two seconds.
+func (s *Sandbox) settleFailedFork() {
+	s.mu.Lock()
+	live := map[int]bool{}
+	for i := range s.insts {
+		live[i.pid] = true
+	}
+	s.mu.Unlock()
+	info := s.lean.Info()
+	if len(info.Cgroups) == 0 {
+		return
+	}
+	procsFile := filepath.Join(info.Cgroups[0], "cgroup.procs")
+	seen := map[int]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		data, err := os.ReadFile(procsFile)
+		if err != nil {
+			break
+		}
+		in := map[int]bool{}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				in[pid] = true
+			}
+		}
+		var strays []int
+		for pid := range in {
+			if !live[pid] && !in[parentOf(pid)] {
+				strays = append(strays, pid)
+			}
+		}
+		if len(strays) == 0 {
+			break
+		}
+		for _, pid := range strays {
+			if st, ok := startTime(pid); ok {
+				seen[pid] = st
+			}
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_ = waitGone(ctx, seen)
 }
 
 // waitGone polls until none of procs exists any more (zombies included).

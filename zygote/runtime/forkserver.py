@@ -1334,6 +1334,15 @@ class ForkServer:
                 os.kill(f.pid, signal.SIGKILL)
             except OSError:
                 pass
+            # Reap it (and whatever of its tree we adopted) before
+            # answering: once the caller hears "failed", no process of
+            # this fork may be left in its sandbox, not even a zombie.
+            if f.status is None:
+                try:
+                    _, f.status = os.waitpid(f.pid, 0)
+                except ChildProcessError:
+                    pass
+            self._reap()
             if f.conn is not None:
                 self._send(f.conn, {"ok": False, "error": error})
         elif f.conn is not None:
