@@ -116,6 +116,7 @@ func NewHandler(svc Service, opts ...HTTPOption) http.Handler {
 		})
 	}
 	h.handle("GET /v1/status", dialectNative, h.status)
+	h.handle("GET /v1/dead-letters", dialectNative, h.deadLetters)
 	h.handle("GET /v1/functions", dialectNative, h.listFunctions)
 	h.handle("GET /v1/functions/{name}", dialectNative, h.getFunction)
 	h.handle("PUT /v1/functions/{name}", dialectNative, h.deploy)

@@ -1,12 +1,14 @@
 package invoker
 
 import (
+	"encoding/json"
 	"mime"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The native API, under /v1.
@@ -18,6 +20,34 @@ func (h *httpHandler) healthz(w *httpRecorder, r *http.Request) error {
 
 func (h *httpHandler) status(w *httpRecorder, r *http.Request) error {
 	writeJSON(w, http.StatusOK, NewStatusInfo(h.svc.Status()))
+	return nil
+}
+
+// deadLetters serves GET /v1/dead-letters: the asynchronous events that
+// failed every attempt, oldest first (payloads included, as JSON).
+func (h *httpHandler) deadLetters(w *httpRecorder, r *http.Request) error {
+	type letter struct {
+		ID            string          `json:"id"`
+		Function      string          `json:"function"`
+		Caller        string          `json:"caller,omitempty"`
+		Attempts      int             `json:"attempts"`
+		Error         string          `json:"error"`
+		FunctionError bool            `json:"function_error"`
+		Queued        time.Time       `json:"queued"`
+		Payload       json.RawMessage `json:"payload"`
+	}
+	out := []letter{}
+	for _, d := range h.svc.DeadLetters() {
+		l := letter{ID: d.ID, Function: d.Function, Caller: d.Caller, Attempts: d.Attempts,
+			Error: d.Error, FunctionError: d.FunctionError, Queued: d.Queued, Payload: d.Payload}
+		if !json.Valid(d.Payload) { // events are JSON; anything else is shown as a string
+			l.Payload, _ = json.Marshal(string(d.Payload))
+		}
+		out = append(out, l)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		DeadLetters []letter `json:"dead_letters"`
+	}{out})
 	return nil
 }
 

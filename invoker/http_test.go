@@ -188,6 +188,20 @@ func (s *fakeService) Status() Status {
 	return st
 }
 
+func (s *fakeService) DeadLetters() []DeadLetter {
+	return []DeadLetter{{ID: "ev1", Function: "hello", Payload: []byte(`{"a":1}`), Attempts: 3, Error: "task timed out"}}
+}
+
+// TestDeadLettersRoute: GET /v1/dead-letters lists what the service holds.
+func TestDeadLettersRoute(t *testing.T) {
+	h := NewHandler(newFakeService("", "hello"))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/dead-letters", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"ev1"`) || !strings.Contains(rec.Body.String(), `"dead_letters"`) {
+		t.Fatalf("dead letters: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
 func (s *fakeService) Logs(name string, max int) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -36,3 +36,4 @@ func (iv *Invoker) InvokeAsync(context.Context, string, []byte, InvokeOptions) (
 }
 func (iv *Invoker) AsyncResult(string) (*Result, bool, error) { return nil, false, errUnsupported }
 func (iv *Invoker) Logs(string, int) ([]byte, error)          { return nil, errUnsupported }
+func (iv *Invoker) DeadLetters() []DeadLetter                 { return nil }

@@ -36,6 +36,9 @@ type Service interface {
 	// Logs returns up to max bytes of the end of name's captured handler
 	// output (stdout and stderr of its instances).
 	Logs(name string, max int) ([]byte, error)
+	// DeadLetters lists asynchronous events that failed every attempt,
+	// oldest first.
+	DeadLetters() []DeadLetter
 }
 
 // InvokeOptions are per-call settings.
