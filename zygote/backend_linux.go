@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sockfaas/sockfaas/sandbox"
 	"github.com/sockfaas/sockfaas/sandbox/lean"
 )
@@ -329,10 +327,10 @@ func startTime(pid int) (string, bool) {
 }
 
 // settleFailedFork makes sure a fork that failed left nothing in the
-// sandbox when Start returns: every process in its cgroup whose parent is
-// outside it (the fork's child, a PID namespace's reaper orphaned to the
-// zygote) and that is no live instance is killed, and each one seen is
-// waited for until the zygote has reaped it; for at most two seconds.
+// sandbox when Start returns: strays (the fork's child, a PID namespace's
+// reaper orphaned to the zygote) that are no live instance are killed, and
+// each is waited for until the zygote has reaped it; for at most two
+// seconds.
 func (s *Sandbox) settleFailedFork() {
 	s.mu.Lock()
 	live := map[int]bool{}
@@ -340,43 +338,9 @@ func (s *Sandbox) settleFailedFork() {
 		live[i.pid] = true
 	}
 	s.mu.Unlock()
-	info := s.lean.Info()
-	if len(info.Cgroups) == 0 {
-		return
-	}
-	procsFile := filepath.Join(info.Cgroups[0], "cgroup.procs")
-	seen := map[int]string{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for ctx.Err() == nil {
-		data, err := os.ReadFile(procsFile)
-		if err != nil {
-			break
-		}
-		in := map[int]bool{}
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				in[pid] = true
-			}
-		}
-		var strays []int
-		for pid := range in {
-			if !live[pid] && !in[parentOf(pid)] {
-				strays = append(strays, pid)
-			}
-		}
-		if len(strays) == 0 {
-			break
-		}
-		for _, pid := range strays {
-			if st, ok := startTime(pid); ok {
-				seen[pid] = st
-			}
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	_ = waitGone(ctx, seen)
+	_ = waitGone(ctx, killStrays(s.lean, live, 2*time.Second))
 }
 
 // waitGone polls until none of procs exists any more (zombies included).

@@ -164,26 +164,30 @@ func cgroupListed(lines []string, rel string) bool {
 }
 
 // killStrays kills what a failed fork may have left in sb: every process
-// in sb's cgroup that sb does not list (lean's Info) and whose parent is
-// outside the cgroup, i.e. a zygote's child that no one adopted, or what
-// it forked and left behind; children of listed processes are left alone.
-// It repeats until none is left (a killed process's children are the next
-// ones), for at most a second.
-func killStrays(sb *lean.Sandbox) {
+// in sb's cgroup that is not in known (nil: the processes sb lists, lean's
+// Info) and whose parent is outside the cgroup, i.e. a zygote's child that
+// no one adopted, or what it forked and left behind; children of known
+// processes are left alone. It repeats until none is left (a killed
+// process's children are the next ones), for at most limit, and returns
+// the start times of the processes it killed, for waitGone.
+func killStrays(sb *lean.Sandbox, known map[int]bool, limit time.Duration) map[int]string {
 	info := sb.Info()
+	killed := map[int]string{}
 	if len(info.Cgroups) == 0 {
-		return
+		return killed
 	}
 	procs := filepath.Join(info.Cgroups[0], "cgroup.procs")
-	known := map[int]bool{}
-	for _, p := range info.Pids {
-		known[p] = true
+	if known == nil {
+		known = map[int]bool{}
+		for _, p := range info.Pids {
+			known[p] = true
+		}
 	}
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(limit)
 	for {
 		b, err := os.ReadFile(procs)
 		if err != nil {
-			return
+			return killed
 		}
 		in := map[int]bool{}
 		for _, f := range strings.Fields(string(b)) {
@@ -198,15 +202,18 @@ func killStrays(sb *lean.Sandbox) {
 			}
 		}
 		if len(strays) == 0 || time.Now().After(deadline) {
-			return
+			return killed
 		}
 		for _, p := range strays {
+			if st, ok := startTime(p); ok {
+				killed[p] = st
+			}
 			if fd, err := unix.PidfdOpen(p, 0); err == nil {
 				_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 				unix.Close(fd)
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 

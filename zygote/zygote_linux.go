@@ -603,7 +603,7 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 				// forked: a child that had not set its parent-death
 				// signal yet, or had cleared it. Nothing it left may
 				// meet a retry into the same sandbox.
-				killStrays(sb)
+				killStrays(sb, nil, time.Second)
 			}
 		}
 	}()
