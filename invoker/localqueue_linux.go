@@ -273,7 +273,7 @@ func (iv *Invoker) invokeFrom(ctx context.Context, name string, payload []byte, 
 	if !tr.Deadline.IsZero() && !time.Now().Before(tr.Deadline) {
 		return nil, fmt.Errorf("invoke %q: %w: the caller %s has no time left", name, ErrTimeout, tr.Caller)
 	}
-	if _, err := iv.reg.Get(name); errors.Is(err, ErrNotFound) {
+	if _, ok := iv.reg.current(name); !ok {
 		return iv.local.upstream.Invoke(ctx, name, payload, tr)
 	}
 	if !tr.Deadline.IsZero() {
@@ -293,7 +293,7 @@ func (iv *Invoker) invokeAsyncFrom(ctx context.Context, name string, payload []b
 	if len(payload) > MaxPayloadBytes {
 		return "", fmt.Errorf("invoke %q: %w: payload of %d bytes, the limit is %d", name, ErrTooLarge, len(payload), MaxPayloadBytes)
 	}
-	if _, err := iv.reg.Get(name); errors.Is(err, ErrNotFound) {
+	if _, ok := iv.reg.current(name); !ok {
 		id, err := newAsyncID()
 		if err != nil {
 			return "", err

@@ -637,13 +637,25 @@ func removeTree(p string) error {
 
 // Get returns the newest version of the function name.
 func (r *Registry) Get(name string) (*Function, error) {
+	fn, ok := r.current(name)
+	if !ok {
+		return nil, fmt.Errorf("function %q: %w", name, ErrNotFound)
+	}
+	return fn.clone(), nil
+}
+
+// current returns name's newest version as stored, without the copy Get
+// makes: for the invoker's own checks on the request path, which only read
+// it. Callers must not modify it (versions are never changed once
+// committed, so reading it without the lock is safe).
+func (r *Registry) current(name string) (*Function, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	fns := r.funcs[name]
 	if len(fns) == 0 {
-		return nil, fmt.Errorf("function %q: %w", name, ErrNotFound)
+		return nil, false
 	}
-	return fns[len(fns)-1].clone(), nil
+	return fns[len(fns)-1], true
 }
 
 // GetVersion returns one version of the function name, if it is still

@@ -68,8 +68,8 @@ func fnKey(fn *Function) string {
 
 // isCurrent reports whether key is the newest deployed version of name.
 func (iv *Invoker) isCurrent(name, key string) bool {
-	cur, err := iv.reg.Get(name)
-	return err == nil && fnKey(cur) == key
+	cur, ok := iv.reg.current(name)
+	return ok && fnKey(cur) == key
 }
 
 // Invoke implements Service. See the package documentation for the route.
