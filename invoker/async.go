@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -71,9 +72,10 @@ type asyncJob struct {
 	payload []byte
 	opts    InvokeOptions
 
-	trace    *Trace // the sending function's, or nil
-	queued   time.Time
-	attempts int // made so far
+	trace     *Trace // the sending function's, or nil
+	localOnly bool   // delivered by the upstream: never passed on
+	queued    time.Time
+	attempts  int // made so far
 }
 
 type asyncEntry struct {
@@ -81,6 +83,8 @@ type asyncEntry struct {
 	res      *Result
 	err      error
 	finished time.Time
+	// waiters learn the final outcome (enqueue's done).
+	waiters []func(error)
 }
 
 func newAsyncQueue(invoke invokeFunc, workers, size int, log zerolog.Logger) *asyncQueue {
@@ -119,24 +123,55 @@ func (q *asyncQueue) submitTraced(name string, payload []byte, o InvokeOptions, 
 	if err != nil {
 		return "", fmt.Errorf("async invocation id: %w", err)
 	}
-	if o.RequestID == "" {
-		o.RequestID = id
+	ev := Event{ID: id, RequestID: o.RequestID, Function: name, Payload: payload, Trace: tr}
+	if err := q.enqueue(ev, o.Timeout, false, nil); err != nil {
+		return "", err
 	}
-	job := &asyncJob{id: id, name: name, payload: append([]byte(nil), payload...), opts: o, trace: tr, queued: q.now()}
+	return id, nil
+}
+
+// enqueue queues ev under its ID. done, if not nil, is called once with
+// the event's final outcome (see finish). An ID already known is not run
+// again: done follows the earlier entry. localOnly marks an event that must
+// run here, never be passed on (one delivered by the upstream).
+func (q *asyncQueue) enqueue(ev Event, timeout time.Duration, localOnly bool, done func(error)) error {
+	o := InvokeOptions{RequestID: ev.RequestID, Timeout: timeout}
+	if o.RequestID == "" {
+		o.RequestID = ev.ID
+	}
+	job := &asyncJob{id: ev.ID, name: ev.Function, payload: append([]byte(nil), ev.Payload...), opts: o,
+		trace: ev.Trace, localOnly: localOnly, queued: q.now()}
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.closed {
-		return "", ErrClosed
+		q.mu.Unlock()
+		return ErrClosed
+	}
+	if e := q.results[ev.ID]; e != nil {
+		finished := e.done
+		if !finished && done != nil {
+			e.waiters = append(e.waiters, done)
+		}
+		q.mu.Unlock()
+		if finished && done != nil {
+			done(nil)
+		}
+		return nil
 	}
 	select {
 	case q.jobs <- job:
 	default:
-		return "", fmt.Errorf("%w: async queue full (%d waiting)", ErrOverloaded, cap(q.jobs))
+		q.mu.Unlock()
+		return fmt.Errorf("%w: async queue full (%d waiting)", ErrOverloaded, cap(q.jobs))
 	}
-	q.results[id] = &asyncEntry{}
-	q.order = append(q.order, id)
+	e := &asyncEntry{}
+	if done != nil {
+		e.waiters = []func(error){done}
+	}
+	q.results[ev.ID] = e
+	q.order = append(q.order, ev.ID)
 	q.pruneLocked()
-	return id, nil
+	q.mu.Unlock()
+	return nil
 }
 
 func (q *asyncQueue) work() {
@@ -153,6 +188,9 @@ func (q *asyncQueue) work() {
 		if job.trace != nil {
 			ctx = withTrace(ctx, job.trace)
 		}
+		if job.localOnly {
+			ctx = withLocalOnly(ctx)
+		}
 		res, err := q.invoke(ctx, job.name, job.payload, job.opts)
 		if err != nil {
 			q.log.Debug().Err(err).Str("func", job.name).Str("id", job.id).Msg("async invocation failed")
@@ -164,11 +202,15 @@ func (q *asyncQueue) work() {
 	}
 }
 
+// finish records the final outcome of the event id and tells its waiters:
+// nil when it ran (whatever its handler did), or an error wrapping
+// ErrClosed when this queue closed before the event could finish, its
+// retries included, so that an upstream can give it to another host.
 func (q *asyncQueue) finish(id string, res *Result, err error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	e := q.results[id]
 	if e == nil { // forgotten meanwhile
+		q.mu.Unlock()
 		return
 	}
 	if res != nil {
@@ -179,7 +221,21 @@ func (q *asyncQueue) finish(id string, res *Result, err error) {
 		q.bytes += len(kept.Payload)
 	}
 	e.done, e.res, e.err, e.finished = true, res, err, q.now()
+	waiters := e.waiters
+	e.waiters = nil
+	cut := q.closed && (err != nil || (res != nil && res.FunctionError))
 	q.pruneLocked()
+	q.mu.Unlock()
+	var werr error
+	switch {
+	case errors.Is(err, ErrClosed):
+		werr = err
+	case cut:
+		werr = fmt.Errorf("%w: the invoker closed before the event's attempts were over", ErrClosed)
+	}
+	for _, w := range waiters {
+		w(werr)
+	}
 }
 
 // result implements Service.AsyncResult: once done, the invocation's

@@ -309,7 +309,7 @@ func describeError(err error, clientGone bool) apiError {
 			lambdaFunctionError: "Runtime.ExitError", msg: "the function's instance crashed while serving the call; see the function's logs"}
 	case errors.Is(err, ErrBusy):
 		return apiError{status: http.StatusConflict, kind: "Conflict", lambdaStatus: http.StatusConflict, lambdaType: "ResourceConflictException"}
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrUnavailable):
 		return apiError{status: http.StatusServiceUnavailable, kind: "Unavailable", lambdaStatus: http.StatusServiceUnavailable, lambdaType: "ServiceException", retryAfter: true}
 	}
 	return apiError{status: http.StatusInternalServerError, kind: "Internal", lambdaStatus: http.StatusInternalServerError, lambdaType: "ServiceException", internal: true}

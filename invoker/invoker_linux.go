@@ -212,6 +212,13 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 	}
 	iv.async = newAsyncQueue(iv.Invoke, cfg.asyncWorkers, cfg.asyncQueue, cfg.log)
 	iv.async.setRetry(local.retry, local.deadLetters)
+	// Last: from here on the upstream may deliver work.
+	if err := local.upstream.Attach(ctx, host{iv}); err != nil {
+		c, cancel := bg()
+		defer cancel()
+		_ = iv.async.close(c)
+		return nil, fmt.Errorf("new invoker: attach upstream: %w", err)
+	}
 
 	iv.log.Info().Str("state", cfg.stateDir).Str("registry", iv.reg.Dir()).Str("cgroup", cfg.cgroup).
 		Int("functions", len(iv.reg.List())).Bool("network", iv.net != nil).Msg("invoker ready")
@@ -258,6 +265,10 @@ func (iv *Invoker) Close(ctx context.Context) error {
 	start := time.Now()
 
 	var errs []error
+	// No more deliveries from the upstream; what it delivered may finish.
+	if err := iv.local.upstream.Detach(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("detach upstream: %w", err))
+	}
 	if err := iv.async.close(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -430,23 +441,6 @@ func (iv *Invoker) forget(inst *instance) {
 		}
 		delete(iv.retired, inst.key)
 	}
-}
-
-// InvokeAsync implements Service: the call is queued in memory and run by
-// a background worker; ErrOverloaded when the queue is full. The function
-// must exist when the call is queued.
-func (iv *Invoker) InvokeAsync(ctx context.Context, name string, payload []byte, o InvokeOptions) (string, error) {
-	if len(payload) > MaxPayloadBytes {
-		return "", fmt.Errorf("invoke %q: %w: payload of %d bytes, the limit is %d", name, ErrTooLarge, len(payload), MaxPayloadBytes)
-	}
-	if _, err := iv.reg.Get(name); err != nil {
-		return "", err
-	}
-	id, err := iv.async.submit(name, payload, o)
-	if err != nil {
-		return "", fmt.Errorf("invoke %q: %w", name, err)
-	}
-	return id, nil
 }
 
 // AsyncResult implements Service. Once done, an error is the invocation's

@@ -1,7 +1,6 @@
 package invoker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,8 +11,8 @@ import (
 // The local queue carries calls between functions on this host (issue 6,
 // after SAND's local message bus): a function's sync call goes straight to
 // Invoke, its async events into the asynchronous queue, which delivers them
-// at least once, with retries and a dead-letter list. An Upstream takes what
-// this host cannot serve.
+// at least once, with retries and a dead-letter list. An Upstream
+// (upstream.go) takes what this host cannot serve.
 
 // Defaults of the local queue.
 const (
@@ -33,36 +32,6 @@ const (
 	// this, so a caller whose callee timed out can still answer.
 	CallReserve = 50 * time.Millisecond
 )
-
-// Upstream is where calls and events go that this host cannot serve: the
-// callee is not deployed here (later also: this host is overloaded). It is
-// the hook of issue 6's gateway (NATS); implementations must be safe for
-// concurrent use, and wrap ErrNotFound when no host serves name.
-type Upstream interface {
-	// Invoke runs name elsewhere and waits for its result; tr is the
-	// call's trace (depth, deadline), to be carried along. Neither method
-	// keeps payload once it returns.
-	Invoke(ctx context.Context, name string, payload []byte, tr *Trace) (*Result, error)
-	// InvokeAsync hands an event to another host; the id is the event's
-	// idempotency key, already chosen here.
-	InvokeAsync(ctx context.Context, id, name string, payload []byte, tr *Trace) error
-}
-
-// NoUpstream is the Upstream of a single host: nothing is served
-// elsewhere.
-type NoUpstream struct{}
-
-var _ Upstream = NoUpstream{}
-
-// Invoke implements Upstream: ErrNotFound.
-func (NoUpstream) Invoke(ctx context.Context, name string, payload []byte, tr *Trace) (*Result, error) {
-	return nil, fmt.Errorf("function %q is not deployed on this host and there is no upstream: %w", name, ErrNotFound)
-}
-
-// InvokeAsync implements Upstream: ErrNotFound.
-func (NoUpstream) InvokeAsync(ctx context.Context, id, name string, payload []byte, tr *Trace) error {
-	return fmt.Errorf("function %q is not deployed on this host and there is no upstream: %w", name, ErrNotFound)
-}
 
 // RetryPolicy says how the asynchronous queue retries a failed event.
 // Timeouts, crashes and overload are always retried; a handler's error

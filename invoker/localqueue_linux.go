@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -232,7 +231,7 @@ func (b *bus) handle(req *busRequest, payload []byte) (busResponse, []byte) {
 	if e := b.iv.log.Debug(); e.Enabled() {
 		e.Str("func", b.inst.fn.Name).Str("sandbox", b.inst.id).Str("callee", req.Function).Err(err).Msg("call from a function failed")
 	}
-	return busResponse{Kind: busErrorKind(err), Message: err.Error()}, nil
+	return busResponse{Kind: ErrorKind(err), Message: err.Error()}, nil
 }
 
 // traceFor builds the trace of a call from what the invoker knows of the
@@ -264,75 +263,18 @@ func (b *bus) traceFor(req *busRequest) (*Trace, error) {
 }
 
 // invokeFrom runs a function's sync call: locally when the callee is
-// deployed here, else upstream. The callee's timeout is cut to tr's
-// deadline (see run).
+// deployed here (another host takes it when this one is overloaded), else
+// upstream.
 func (iv *Invoker) invokeFrom(ctx context.Context, name string, payload []byte, tr *Trace) (*Result, error) {
-	if len(payload) > MaxPayloadBytes {
-		return nil, fmt.Errorf("invoke %q: %w: payload of %d bytes, the limit is %d", name, ErrTooLarge, len(payload), MaxPayloadBytes)
-	}
-	if !tr.Deadline.IsZero() && !time.Now().Before(tr.Deadline) {
-		return nil, fmt.Errorf("invoke %q: %w: the caller %s has no time left", name, ErrTimeout, tr.Caller)
-	}
-	if _, ok := iv.reg.current(name); !ok {
-		return iv.local.upstream.Invoke(ctx, name, payload, tr)
-	}
-	if !tr.Deadline.IsZero() {
-		// Waiting for a slot or a cold start must not outlive the caller
-		// either; the call itself is cut at tr.Deadline by run, a little
-		// earlier, so that it ends as a timeout of the callee.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, tr.Deadline.Add(CallReserve/2))
-		defer cancel()
-	}
 	return iv.Invoke(withTrace(ctx, tr), name, payload, InvokeOptions{})
 }
 
 // invokeAsyncFrom queues a function's event: locally when the callee is
 // deployed here, else upstream.
 func (iv *Invoker) invokeAsyncFrom(ctx context.Context, name string, payload []byte, tr *Trace) (string, error) {
-	if len(payload) > MaxPayloadBytes {
-		return "", fmt.Errorf("invoke %q: %w: payload of %d bytes, the limit is %d", name, ErrTooLarge, len(payload), MaxPayloadBytes)
-	}
-	if _, ok := iv.reg.current(name); !ok {
-		id, err := newAsyncID()
-		if err != nil {
-			return "", err
-		}
-		if err := iv.local.upstream.InvokeAsync(ctx, id, name, payload, tr); err != nil {
-			return "", err
-		}
-		return id, nil
-	}
-	id, err := iv.async.submitTraced(name, payload, InvokeOptions{}, tr)
-	if err != nil {
-		return "", fmt.Errorf("invoke %q: %w", name, err)
-	}
-	return id, nil
+	return iv.queueEvent(ctx, name, payload, InvokeOptions{}, tr)
 }
 
 // DeadLetters lists the asynchronous events that failed every attempt,
 // oldest first (at most WithDeadLetters of them).
 func (iv *Invoker) DeadLetters() []DeadLetter { return iv.async.dead.snapshot() }
-
-// busErrorKind names err for the SDK (InvokeError.kind).
-func busErrorKind(err error) string {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return "NotFound"
-	case errors.Is(err, ErrCallDepth):
-		return "CallDepth"
-	case errors.Is(err, ErrTooLarge):
-		return "TooLarge"
-	case errors.Is(err, ErrInvalid):
-		return "Invalid"
-	case errors.Is(err, ErrOverloaded):
-		return "Overloaded"
-	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return "Timeout"
-	case errors.Is(err, ErrFunctionCrashed):
-		return "Crashed"
-	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled):
-		return "Closed"
-	}
-	return "Internal"
-}

@@ -325,16 +325,20 @@ func BenchmarkChainLocal(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-us")
 }
 
-// fakeUpstream serves every function as "upstream".
-type fakeUpstream struct{ got chan *Trace }
+// fakeUpstream serves every function as "upstream" (and delivers
+// nothing, as NoUpstream).
+type fakeUpstream struct {
+	NoUpstream
+	got chan *Trace
+}
 
 func (u fakeUpstream) Invoke(ctx context.Context, name string, payload []byte, tr *Trace) (*Result, error) {
 	u.got <- tr
 	return &Result{Payload: []byte(`"from upstream"`)}, nil
 }
 
-func (u fakeUpstream) InvokeAsync(ctx context.Context, id, name string, payload []byte, tr *Trace) error {
-	u.got <- tr
+func (u fakeUpstream) InvokeAsync(ctx context.Context, ev Event) error {
+	u.got <- ev.Trace
 	return nil
 }
 

@@ -73,9 +73,23 @@ func (iv *Invoker) isCurrent(name, key string) bool {
 }
 
 // Invoke implements Service. See the package documentation for the route.
+// A function not deployed here, or a call this host has no room for, goes
+// to the upstream (see WithUpstream), unless the upstream delivered it.
 func (iv *Invoker) Invoke(ctx context.Context, name string, payload []byte, o InvokeOptions) (*Result, error) {
 	if len(payload) > MaxPayloadBytes {
 		return nil, fmt.Errorf("invoke %q: %w: payload of %d bytes, the limit is %d", name, ErrTooLarge, len(payload), MaxPayloadBytes)
+	}
+	tr := traceFrom(ctx)
+	if tr != nil && !tr.Deadline.IsZero() {
+		if !time.Now().Before(tr.Deadline) {
+			return nil, fmt.Errorf("invoke %q: %w: the caller %s has no time left", name, ErrTimeout, tr.Caller)
+		}
+		// Waiting for a slot or a cold start must not outlive the caller
+		// either; the call itself is cut at tr.Deadline by run, a little
+		// earlier, so that it ends as a timeout of the callee.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, tr.Deadline.Add(CallReserve/2))
+		defer cancel()
 	}
 	if err := iv.enter(); err != nil {
 		return nil, fmt.Errorf("invoke %q: invoker closed: %w", name, err)
@@ -83,10 +97,19 @@ func (iv *Invoker) Invoke(ctx context.Context, name string, payload []byte, o In
 	defer iv.inflight.Done()
 	fn, err := iv.reg.Get(name)
 	if err != nil {
+		if errors.Is(err, ErrNotFound) && iv.passesOn(ctx, tr) {
+			return iv.local.upstream.Invoke(ctx, name, payload, tr)
+		}
 		return nil, err
 	}
 	release, err := iv.admit(ctx, fn)
 	if err != nil {
+		if errors.Is(err, ErrOverloaded) && iv.passesOn(ctx, nil) {
+			res, uerr := iv.local.upstream.Offload(ctx, name, payload, tr)
+			if uerr == nil || !errors.Is(uerr, ErrOverloaded) && !errors.Is(uerr, ErrNotFound) {
+				return res, uerr
+			}
+		}
 		return nil, fmt.Errorf("invoke %q: %w", name, err)
 	}
 	defer release()

@@ -87,3 +87,17 @@ func newCallState(name string, version int, reqID string, deadline time.Time, tr
 func (cs *callState) trace() *Trace {
 	return &Trace{Caller: cs.function, CallerRequestID: cs.requestID, Depth: cs.depth, Deadline: cs.deadline, Path: cs.path}
 }
+
+type localOnlyKey struct{}
+
+// withLocalOnly marks an invocation delivered by the upstream: it runs on
+// this host or fails, and is never passed on (no loops between hosts).
+func withLocalOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, localOnlyKey{}, true)
+}
+
+// isLocalOnly reports whether ctx carries withLocalOnly's mark.
+func isLocalOnly(ctx context.Context) bool {
+	b, _ := ctx.Value(localOnlyKey{}).(bool)
+	return b
+}

@@ -54,8 +54,8 @@ class InvokeError(Error):
     """The call failed for a reason other than the callee's handler raising.
 
     kind is one of NotFound, TooLarge, Invalid, CallDepth, Timeout,
-    Overloaded, Crashed, Closed, Unavailable (the invoker cannot be
-    reached) or Internal.
+    Overloaded, Crashed, Closed, Unavailable (the invoker, or the upstream
+    that carries calls between hosts, cannot be reached) or Internal.
     """
 
     def __init__(self, kind, message):
