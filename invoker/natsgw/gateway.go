@@ -169,6 +169,13 @@ type Gateway struct {
 	// streams exist.
 	reconnected atomic.Bool
 
+	// deletes queues the sequence numbers of finished events' backups
+	// for deleteBackups; deleted is closed when it has stopped.
+	deletes   chan uint64
+	deleted   chan struct{}
+	delMu     sync.Mutex
+	delClosed bool
+
 	mu      sync.Mutex
 	closed  bool
 	calls   map[*callState]struct{} // sync calls in flight
@@ -235,6 +242,8 @@ func New(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := g.ensure(ctx); err != nil {
 		return nil, err
 	}
+	g.deletes, g.deleted = make(chan uint64, 4096), make(chan struct{})
+	go g.deleteBackups()
 	g.log.Info().Str("server", g.nc.ConnectedUrlRedacted()).Str("prefix", p).Msg("NATS gateway ready")
 	return g, nil
 }
@@ -310,6 +319,15 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.closed = true
 	g.mu.Unlock()
 	errs := []error{g.Detach(ctx)}
+	g.delMu.Lock()
+	g.delClosed = true
+	close(g.deletes)
+	g.delMu.Unlock()
+	select {
+	case <-g.deleted:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("natsgw: wait for backup deletions: %w", ctx.Err()))
+	}
 	if g.nc.IsConnected() {
 		dctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 		if err := g.hosts.Delete(dctx, g.cfg.HostID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -538,12 +556,42 @@ type backup struct {
 	seq uint64
 }
 
-// Done implements invoker.Backup: it deletes the copy. A copy that is gone
-// already (another host took it over) is no error.
+// Done implements invoker.Backup: the copy is deleted in the background,
+// so that the invoker's worker does not wait for the round trip; Close
+// waits for the deletions queued before it. If this host dies in between,
+// the event runs again on another host (at least once). A copy that is
+// gone already (another host took it over) is no error.
 func (b *backup) Done(ctx context.Context) error {
-	err := b.g.backups.DeleteMsg(ctx, b.seq)
+	g := b.g
+	g.delMu.Lock()
+	if !g.delClosed {
+		select {
+		case g.deletes <- b.seq:
+			g.delMu.Unlock()
+			return nil
+		default: // a backlog: delete it here
+		}
+	}
+	g.delMu.Unlock()
+	return g.deleteBackup(ctx, b.seq)
+}
+
+func (g *Gateway) deleteBackup(ctx context.Context, seq uint64) error {
+	err := g.backups.DeleteMsg(ctx, seq)
 	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("natsgw: delete backup %d: %w", b.seq, err)
+		return fmt.Errorf("natsgw: delete backup %d: %w", seq, err)
 	}
 	return nil
+}
+
+// deleteBackups deletes the backups Done queued, until Close.
+func (g *Gateway) deleteBackups() {
+	defer close(g.deleted)
+	for seq := range g.deletes {
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.PublishTimeout)
+		if err := g.deleteBackup(ctx, seq); err != nil {
+			g.log.Warn().Err(err).Msg("a finished event's backup copy stays: another host may run the event again")
+		}
+		cancel()
+	}
 }

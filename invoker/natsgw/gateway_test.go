@@ -272,6 +272,12 @@ func TestBackupTakeover(t *testing.T) {
 	if err := finished.Done(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Done deletes in the background: a host that dies before that runs
+	// the event again elsewhere (at least once). Here a lives long enough.
+	waitFor(t, 5*time.Second, "the finished event's backup to go", func() bool {
+		info, err := a.backups.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	})
 	// a dies: its connection goes, its heartbeat stops, nobody says goodbye.
 	a.mu.Lock()
 	s := a.serving
