@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -235,13 +236,66 @@ func TestTwoHosts(t *testing.T) {
 		t.Errorf("event result on b: %s", res.Payload)
 	}
 
+	// An event B serves itself has a backup copy until it is done.
+	id, err := b.iv.InvokeAsync(context.Background(), "echo", []byte(`{"local":true}`), invoker.InvokeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the local event to run", func() bool {
+		_, done, _ := b.iv.AsyncResult(id)
+		return done
+	})
+	waitFor(t, 5*time.Second, "its backup copy to go", func() bool {
+		info, err := b.gw.backups.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	})
+
 	// From outside: A passes on what it does not serve.
-	res, err := a.iv.Invoke(context.Background(), "echo", []byte(`{"via":"a"}`), invoker.InvokeOptions{})
+	res, err = a.iv.Invoke(context.Background(), "echo", []byte(`{"via":"a"}`), invoker.InvokeOptions{})
 	if err != nil || !strings.Contains(string(res.Payload), `"via": "a"`) {
 		t.Errorf("outside call through a: %v %v", res, err)
 	}
 	if _, err := a.iv.Invoke(context.Background(), "nosuch", nil, invoker.InvokeOptions{}); !errors.Is(err, invoker.ErrNotFound) {
 		t.Errorf("outside call for a function nobody serves: %v", err)
+	}
+}
+
+// TestOffload: a call a host has no room for goes to another host that
+// serves the function; with no room anywhere, it is refused as before.
+func TestOffload(t *testing.T) {
+	srv := startServer(t, "", "")
+	a := newHost(t, srv.URL(), "a", invoker.WithMaxConcurrency(1), invoker.WithQueue(0))
+	b := newHost(t, srv.URL(), "b")
+	deployCode(t, a.iv, "sleepy", sleepyCode, "")
+	deployCode(t, b.iv, "sleepy", sleepyCode, "")
+	waitFor(t, 5*time.Second, "a to see b serve sleepy", func() bool {
+		a.gw.mu.Lock()
+		defer a.gw.mu.Unlock()
+		return slices.Contains(a.gw.peers["b"].Functions, "sleepy")
+	})
+	ctx := context.Background()
+	busy := make(chan error, 1)
+	go func() {
+		_, err := a.iv.Invoke(ctx, "sleepy", []byte(`{"sec": 2}`), invoker.InvokeOptions{})
+		busy <- err
+	}()
+	waitFor(t, 10*time.Second, "a to be busy", func() bool {
+		for _, is := range a.iv.Status().Instances {
+			if is.State == "busy" {
+				return true
+			}
+		}
+		return false
+	})
+	res, err := a.iv.Invoke(ctx, "sleepy", []byte(`{"sec": 0}`), invoker.InvokeOptions{})
+	if err != nil || string(res.Payload) != `"woke"` {
+		t.Fatalf("offloaded call: %v %v", res, err)
+	}
+	if n := len(b.iv.Status().Instances); n != 1 {
+		t.Errorf("b has %d instances, want the one that took the call", n)
+	}
+	if err := <-busy; err != nil {
+		t.Error(err)
 	}
 }
 
