@@ -22,6 +22,24 @@
 // Idle instances are paused after WithPauseAfter, off the request path, and
 // evicted under WithMemoryBudget, paused ones first.
 //
+// # Between functions, and between hosts
+//
+// A function calls another with the SDK that ships with the runtime
+// (sockfaas.invoke, sockfaas.invoke_async) over a Unix socket the invoker
+// binds into its sandbox: the local queue of SAND's hierarchical queue.
+// Calls carry a Trace (caller, depth, deadline); chains deeper than
+// WithMaxCallDepth fail with ErrCallDepth; the callee inherits the caller's
+// remaining time. Asynchronous events are delivered at least once, with
+// retries (WithAsyncRetry) and a bounded dead-letter list (DeadLetters).
+//
+// An Upstream (WithUpstream) is the global queue: it takes the calls and
+// events for functions not deployed here (from functions and from outside)
+// and the calls this host has no room for, delivers to this host those of
+// the functions it serves, and keeps a backup copy of each event this host
+// runs itself until its outcome is final, so that another host runs it if
+// this one dies. NoUpstream is the default (one host); package natsgw is
+// the NATS implementation.
+//
 // # HTTP
 //
 // NewHandler serves the native API (/v1/functions..., /v1/invocations/{id},
