@@ -353,6 +353,7 @@ func (iv *Invoker) Deploy(ctx context.Context, name string, src Source) (*Functi
 		return nil, err
 	}
 	iv.retire(ctx, name, fnKey(fn), false)
+	iv.servedChanged(ctx)
 	iv.log.Info().Str("func", name).Int("version", fn.Version).Msg("deployed")
 	return fn, nil
 }
@@ -375,6 +376,7 @@ func (iv *Invoker) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	iv.retire(ctx, name, "", true)
+	iv.servedChanged(ctx)
 	iv.logs.drop(name)
 	iv.log.Info().Str("func", name).Msg("removed")
 	return nil

@@ -68,6 +68,14 @@ type Event struct {
 	Trace *Trace
 }
 
+// ServedNotifier is implemented by an Upstream that wants to hear at once
+// when the functions this host serves change (a deploy or a removal),
+// rather than at its next look at Host.Served. The invoker calls
+// ServedChanged after the change; an error is logged, not returned.
+type ServedNotifier interface {
+	ServedChanged(ctx context.Context) error
+}
+
 // Backup is the upstream copy of an event this host serves.
 type Backup interface {
 	// Done marks the event finished: no other host will run it.

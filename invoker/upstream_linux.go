@@ -97,6 +97,18 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 	return id, nil
 }
 
+// servedChanged tells the upstream, if it wants to know, that the
+// functions served here changed.
+func (iv *Invoker) servedChanged(ctx context.Context) {
+	n, ok := iv.local.upstream.(ServedNotifier)
+	if !ok {
+		return
+	}
+	if err := n.ServedChanged(ctx); err != nil {
+		iv.log.Warn().Err(err).Msg("tell the upstream which functions this host serves")
+	}
+}
+
 // host is the invoker as its upstream sees it.
 type host struct{ iv *Invoker }
 

@@ -258,6 +258,21 @@ func TestTwoHosts(t *testing.T) {
 	if _, err := a.iv.Invoke(context.Background(), "nosuch", nil, invoker.InvokeOptions{}); !errors.Is(err, invoker.ErrNotFound) {
 		t.Errorf("outside call for a function nobody serves: %v", err)
 	}
+	// A function deployed on B is served from A as soon as Deploy returns
+	// (no waiting for a heartbeat), and not after Remove.
+	deployCode(t, b.iv, "late", echoCode, "")
+	if _, err := a.iv.Invoke(context.Background(), "late", []byte(`{}`), invoker.InvokeOptions{}); err != nil {
+		t.Errorf("call right after the deploy on b: %v", err)
+	}
+	if _, err := a.iv.InvokeAsync(context.Background(), "late", []byte(`{}`), invoker.InvokeOptions{}); err != nil {
+		t.Errorf("event right after the deploy on b: %v", err)
+	}
+	if err := b.iv.Remove(context.Background(), "late"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.iv.Invoke(context.Background(), "late", []byte(`{}`), invoker.InvokeOptions{}); !errors.Is(err, invoker.ErrNotFound) {
+		t.Errorf("call right after the removal on b: %v", err)
+	}
 }
 
 // TestOffload: a call a host has no room for goes to another host that

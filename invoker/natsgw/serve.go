@@ -28,6 +28,7 @@ type serving struct {
 	calls   sync.WaitGroup // sync calls being served
 
 	direct *nats.Subscription // this host's own call subject
+	syncMu sync.Mutex         // one sync at a time
 
 	mu        sync.Mutex
 	functions map[string]*function
@@ -127,6 +128,7 @@ func (g *Gateway) stop(ctx context.Context, s *serving) error {
 			errs = append(errs, err)
 		}
 	}
+	s.syncMu.Lock() // no sync adds a function after this
 	s.mu.Lock()
 	fns := make([]*function, 0, len(s.functions))
 	for _, f := range s.functions {
@@ -138,6 +140,7 @@ func (g *Gateway) stop(ctx context.Context, s *serving) error {
 			errs = append(errs, err)
 		}
 	}
+	s.syncMu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); s.calls.Wait(); close(done) }()
 	select {
@@ -238,9 +241,33 @@ func (g *Gateway) refreshPeers(ctx context.Context) (map[string]peer, error) {
 	return peers, nil
 }
 
+// ServedChanged implements invoker.ServedNotifier: it subscribes to the
+// functions the host serves now (and leaves those it no longer does) and
+// tells the other hosts, before it returns.
+func (g *Gateway) ServedChanged(ctx context.Context) error {
+	g.mu.Lock()
+	s := g.serving
+	g.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	if err := g.sync(ctx, s); err != nil {
+		return err
+	}
+	if err := g.nc.FlushTimeout(g.cfg.PublishTimeout); err != nil {
+		return fmt.Errorf("natsgw: subscribe: %w", err)
+	}
+	return g.heartbeat(ctx, s)
+}
+
 // sync subscribes to the functions h serves now and unsubscribes from
 // those it no longer does.
 func (g *Gateway) sync(ctx context.Context, s *serving) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.ctx.Err() != nil {
+		return nil // detached
+	}
 	want := map[string]bool{}
 	for _, name := range s.h.Served() {
 		if validToken(name) {
