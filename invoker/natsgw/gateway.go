@@ -41,10 +41,13 @@ const (
 	DefaultPublishTimeout = 5 * time.Second
 	// DefaultMaxEvents is how many delivered events a host takes at once.
 	DefaultMaxEvents = 64
-	// DefaultMaxDeliver is how many times the same event is delivered
-	// (to any host) before it is given up: each host retries it itself
-	// first, so this only counts hosts that died or stopped.
-	DefaultMaxDeliver = 10
+	// DefaultMaxDeliver is how many times the same event may be
+	// delivered (to any host) before JetStream gives it up: -1, no limit.
+	// A host retries an event itself (the invoker's retry policy) and
+	// acknowledges it once its outcome is final, dead letter or not, so
+	// deliveries beyond the first only come from hosts that died, stopped
+	// or had no room; a limit would lose events under a long overload.
+	DefaultMaxDeliver = -1
 	// DefaultRetention is how long an event waits for a host that serves
 	// its function, and how long a backup copy is kept at most.
 	DefaultRetention = 24 * time.Hour
@@ -56,7 +59,9 @@ type Config struct {
 	// Ignored when Conn is set.
 	URL string
 	// Conn is a connection to use as is; the Gateway does not close it.
-	// It should reconnect forever (nats.MaxReconnects(-1)).
+	// It should reconnect forever (nats.MaxReconnects(-1)). The Gateway
+	// cannot install its handlers on it: sync calls in flight when it
+	// disconnects then fail at their deadline rather than at once.
 	Conn *nats.Conn
 	// Options are added to the connection's options when the Gateway
 	// connects itself (credentials, TLS, ...).
@@ -122,8 +127,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: host id %q: want 1-64 letters, digits, - and _", invoker.ErrInvalid, c.HostID)
 	case c.HostTTL < 2*c.Heartbeat:
 		return fmt.Errorf("%w: host TTL %v is less than two heartbeats (%v)", invoker.ErrInvalid, c.HostTTL, c.Heartbeat)
-	case c.MaxEvents < 1 || c.MaxDeliver < 1 || c.Replicas < 1:
-		return fmt.Errorf("%w: MaxEvents, MaxDeliver and Replicas must be positive", invoker.ErrInvalid)
+	case c.MaxEvents < 1 || c.Replicas < 1 || c.MaxDeliver < 1 && c.MaxDeliver != -1:
+		return fmt.Errorf("%w: MaxEvents and Replicas must be positive, MaxDeliver positive or -1", invoker.ErrInvalid)
 	case c.Conn == nil && c.URL == "":
 		return fmt.Errorf("%w: no NATS URL", invoker.ErrInvalid)
 	}
