@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
+	"github.com/rs/zerolog"
 )
 
 // parseWith parses args as main does, with configFiles as the default
@@ -162,5 +163,105 @@ func TestCheckListen(t *testing.T) {
 	}
 	if err := checkListen(":8088", ""); err == nil || !strings.Contains(err.Error(), "--token") {
 		t.Errorf("the error should say how to fix it: %v", err)
+	}
+}
+
+// TestGatewayFlags: the gateway's flags come from the config file, the
+// environment and the command line like the others, and are checked
+// before anything starts.
+func TestGatewayFlags(t *testing.T) {
+	for _, env := range []string{"SOCKFAAS_CONFIG", "SOCKFAAS_GATEWAY", "SOCKFAAS_NATS_LISTEN", "SOCKFAAS_NATS_STORE", "SOCKFAAS_NATS_CREDS", "SOCKFAAS_NATS_PREFIX", "SOCKFAAS_HOST_ID"} {
+		t.Setenv(env, "")
+		os.Unsetenv(env)
+	}
+	c, err := parseWith(t, nil, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Run.gatewayFlags; g.Gateway != "none" || g.NatsListen != "127.0.0.1:4222" || g.NatsStore != defaultNATSStore || g.NatsPrefix != "sockfaas" || g.HostID != "" {
+		t.Fatalf("defaults: %+v", g)
+	}
+	dir := t.TempDir()
+	files := []string{writeConfig(t, dir, "c.yaml", "run:\n  gateway: embedded\n  nats-listen: 127.0.0.1:1001\n  host-id: from-file\n  nats_prefix: pfx\n")}
+	if c, err = parseWith(t, files, "run"); err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Run.gatewayFlags; g.Gateway != "embedded" || g.NatsListen != "127.0.0.1:1001" || g.HostID != "from-file" || g.NatsPrefix != "pfx" {
+		t.Fatalf("config file: %+v", g)
+	}
+	t.Setenv("SOCKFAAS_GATEWAY", "nats://127.0.0.1:2001")
+	t.Setenv("SOCKFAAS_HOST_ID", "from-env")
+	if c, err = parseWith(t, files, "run"); err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Run.gatewayFlags; g.Gateway != "nats://127.0.0.1:2001" || g.HostID != "from-env" || g.NatsListen != "127.0.0.1:1001" {
+		t.Fatalf("environment: %+v", g)
+	}
+	if c, err = parseWith(t, files, "run", "--gateway", "none", "--host-id", "from-flag"); err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Run.gatewayFlags; g.Gateway != "none" || g.HostID != "from-flag" {
+		t.Fatalf("flags: %+v", g)
+	}
+	// doctor reads the same variable, to check the servers.
+	if c, err = parseWith(t, files, "doctor"); err != nil || c.Doctor.Gateway != "nats://127.0.0.1:2001" {
+		t.Fatalf("doctor: gateway %q, %v", c.Doctor.Gateway, err)
+	}
+}
+
+func TestGatewayPlan(t *testing.T) {
+	log := zerolog.Nop()
+	creds := writeConfig(t, t.TempDir(), "x.creds", "not checked here")
+	base := gatewayFlags{Gateway: "none", NatsListen: "127.0.0.1:4222", NatsStore: "/var/lib/sockfaas/nats", NatsPrefix: "sockfaas"}
+	for _, tc := range []struct {
+		change func(*gatewayFlags)
+		mode   gatewayMode
+		err    string
+	}{
+		{func(f *gatewayFlags) {}, gatewayNone, ""},
+		{func(f *gatewayFlags) { f.Gateway = "" }, gatewayNone, ""},
+		{func(f *gatewayFlags) { f.Gateway = "Embedded" }, gatewayEmbedded, ""},
+		{func(f *gatewayFlags) { f.Gateway = "nats://a:4222, nats://b:4223" }, gatewayJoin, ""},
+		{func(f *gatewayFlags) { f.Gateway = "tls://u:p@a" }, gatewayJoin, ""},
+		{func(f *gatewayFlags) { f.Gateway = "nats://a:4222"; f.NatsCreds = creds }, gatewayJoin, ""},
+		{func(f *gatewayFlags) { f.Gateway = "nats://a:4222"; f.NatsCreds = "/nonexistent/x.creds" }, 0, "--nats-creds"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.NatsCreds = creds }, 0, "--nats-creds is for joining"},
+		{func(f *gatewayFlags) { f.Gateway = "a:4222" }, 0, "(nats://a:4222?)"},
+		{func(f *gatewayFlags) { f.Gateway = "nats://a:4222,http://b" }, 0, `scheme "http"`},
+		{func(f *gatewayFlags) { f.Gateway = "nats://a:0" }, 0, "port"},
+		{func(f *gatewayFlags) { f.Gateway = "nats://a:4222/path" }, 0, "no path"},
+		{func(f *gatewayFlags) { f.Gateway = "nats://:4222" }, 0, "no host"},
+		{func(f *gatewayFlags) { f.Gateway = "nats://u:secret@:4222" }, 0, "xxxxx"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.HostID = "a b" }, 0, "--host-id"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.HostID = strings.Repeat("h", 65) }, 0, "--host-id"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.NatsPrefix = "a.b" }, 0, "--nats-prefix"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.NatsListen = "4222" }, 0, "--nats-listen"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.NatsListen = "127.0.0.1:70000" }, 0, "--nats-listen"},
+		{func(f *gatewayFlags) { f.Gateway = "embedded"; f.NatsStore = "rel" }, 0, "--nats-store"},
+	} {
+		f := base
+		tc.change(&f)
+		p, err := f.plan(nil, log)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%+v: %v", f, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%+v: got %v, want an error with %q", f, err, tc.err)
+		case tc.err != "" && strings.Contains(err.Error(), "secret"):
+			t.Errorf("%+v: the password is in the error: %v", f, err)
+		case err == nil && p.mode != tc.mode:
+			t.Errorf("%+v: mode %d, want %d", f, p.mode, tc.mode)
+		}
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://a:4222":                     "nats://a:4222",
+		"nats://u:pw@a:4222,nats://t0k@b:1": "nats://u:xxxxx@a:4222,nats://xxxxx@b:1",
+	} {
+		if got := redactURLs(in); got != want {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
@@ -24,7 +27,9 @@ import (
 // doctorCmd checks the host for what sockfaas needs. It only reads: every
 // fix, even an optional tuning, is printed for a person to decide on.
 type doctorCmd struct {
-	Python string `help:"The interpreter the zygotes run." default:"/usr/bin/python3"`
+	Python    string `help:"The interpreter the zygotes run." default:"/usr/bin/python3"`
+	Gateway   string `help:"Also check the NATS servers of 'sockfaas run --gateway nats://...': that they answer, with JetStream." env:"SOCKFAAS_GATEWAY" placeholder:"URL"`
+	NatsCreds string `help:"The NATS credentials file 'sockfaas run' uses (--nats-creds)." env:"SOCKFAAS_NATS_CREDS" type:"path" placeholder:"FILE"`
 }
 
 type checkLevel int
@@ -58,6 +63,7 @@ func (c *doctorCmd) Run(ctx context.Context, g *globals) error {
 	add(checkPython(ctx, c.Python)...)
 	add(checkStateDir(g.StateDir))
 	add(checkIPForward())
+	add(checkGateway(ctx, c.Gateway, c.NatsCreds)...)
 
 	fails, warns := 0, 0
 	for _, r := range results {
@@ -311,4 +317,44 @@ func checkIPForward() checkResult {
 		what += " (sockfaas run turns it on for functions' egress and says so in its log)"
 	}
 	return checkResult{level: levelOK, what: what}
+}
+
+// checkGateway connects to the NATS servers of --gateway URL as `run`
+// would, and asks for JetStream, which queues the events. Nothing to check
+// for a single host or an embedded server.
+func checkGateway(ctx context.Context, gateway, creds string) []checkResult {
+	switch strings.ToLower(strings.TrimSpace(gateway)) {
+	case "", "none", "embedded":
+		return nil
+	}
+	urls, err := parseNATSURLs(gateway)
+	if err != nil {
+		return []checkResult{{level: levelFail, what: "gateway: " + err.Error()}}
+	}
+	safe := redactURLs(urls)
+	opts := []nats.Option{nats.Name("sockfaas doctor"), nats.Timeout(5 * time.Second), nats.MaxReconnects(0)}
+	if creds != "" {
+		if _, err := os.Stat(creds); err != nil {
+			return []checkResult{{level: levelFail, what: "gateway: --nats-creds: " + err.Error()}}
+		}
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		fix := "start a NATS server with JetStream (nats-server -js), check the address and the firewall,\nor use --gateway embedded for hosts on one machine"
+		if errors.Is(err, nats.ErrAuthorization) {
+			fix = "give sockfaas the cluster's credentials: --nats-creds FILE, or user:password@ in the URL (in SOCKFAAS_GATEWAY or the config file)"
+		}
+		return []checkResult{{level: levelFail, what: fmt.Sprintf("gateway: NATS at %s: %v", safe, redactErr(err, urls)), fix: fix}}
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		_, err = js.AccountInfo(ctx)
+	}
+	if err != nil {
+		return []checkResult{{level: levelFail, what: fmt.Sprintf("gateway: NATS at %s answers, without JetStream: %v", nc.ConnectedUrlRedacted(), err),
+			fix: "sockfaas queues events in JetStream: start nats-server with -js (or enable JetStream for this account)"}}
+	}
+	return []checkResult{{level: levelOK, what: fmt.Sprintf("gateway: NATS %s at %s answers, with JetStream", nc.ConnectedServerVersion(), nc.ConnectedUrlRedacted())}}
 }

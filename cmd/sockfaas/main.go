@@ -19,6 +19,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sockfaas/sockfaas/invoker"
+	"github.com/sockfaas/sockfaas/invoker/natsgw"
+	"github.com/sockfaas/sockfaas/invoker/natsgw/embedded"
 	"github.com/sockfaas/sockfaas/sandbox/libct"
 )
 
@@ -97,6 +99,9 @@ func kongOptions(configFiles []string) []kong.Option {
 			"endpoint":     defaultEndpoint,
 			"listen":       defaultListen,
 			"registry_dir": invoker.DefaultRegistryDir,
+			"nats_listen":  embedded.DefaultListen,
+			"nats_store":   defaultNATSStore,
+			"nats_prefix":  natsgw.DefaultPrefix,
 			"config_files": strings.Join(configFiles, " and "),
 		},
 		kong.Resolvers(&configResolver{defaults: configFiles}),

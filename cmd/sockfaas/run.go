@@ -39,6 +39,8 @@ type runCmd struct {
 	RegistryDir  string        `help:"Where deployed functions are kept across restarts." default:"${registry_dir}" env:"SOCKFAAS_REGISTRY_DIR" type:"path"`
 	Generic      int           `help:"Ready generic sandboxes to keep for cold starts." default:"-1" hidden:""`
 	Drain        time.Duration `help:"On SIGINT/SIGTERM, how long in-flight calls may finish before they are cut off." default:"10s"`
+
+	gatewayFlags
 }
 
 // checkListen refuses to serve beyond this machine without a token.
@@ -166,12 +168,37 @@ func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr 
 	if err != nil {
 		return err
 	}
+	plan, err := c.gatewayFlags.plan(os.Args[1:], log)
+	if err != nil {
+		return err
+	}
 	// Listen first: a taken port should fail before the slow start.
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	defer ln.Close()
+
+	// The gateway before the invoker, which attaches to it; closed after
+	// the invoker (deferred earlier, so it runs later), then the embedded
+	// server.
+	up, err := plan.start(ctx, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while starting; start undid its work
+		}
+		return err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := up.close(closeCtx, log); err != nil && rerr == nil {
+			rerr = err
+		}
+	}()
+	if up.gw != nil {
+		opts = append(opts, invoker.WithUpstream(up.gw))
+	}
 
 	start := time.Now()
 	msg := "starting the invoker"
@@ -239,7 +266,7 @@ func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr 
 	// The banner goes first: the listener is bound, so a client that
 	// reads it and connects at once waits in the backlog, not refused.
 	all := names(inv.Functions())
-	printBanner(endpointURL(ln.Addr()), c.Token != "", all)
+	printBanner(endpointURL(ln.Addr()), c.Token != "", all, up.describe())
 	log.Info().Str("listen", ln.Addr().String()).Strs("functions", all).Dur("dur", time.Since(start)).Msg("sockfaas run ready")
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -310,8 +337,9 @@ func endpointURL(addr net.Addr) string {
 }
 
 // printBanner says where the API is and how to call it, in commands that
-// can be pasted as they are.
-func printBanner(url string, withToken bool, all []string) {
+// can be pasted as they are, and which gateway this host uses (gateway,
+// "" for none).
+func printBanner(url string, withToken bool, all []string, gateway string) {
 	fn, event := "NAME", `{}`
 	switch {
 	case slices.Contains(all, "hello"):
@@ -344,6 +372,9 @@ func printBanner(url string, withToken bool, all []string) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nsockfaas is running at %s   (Ctrl-C stops it and removes every sandbox it made)\n", url)
+	if gateway != "" {
+		fmt.Fprintln(&b, gateway)
+	}
 	if len(all) == 0 {
 		fmt.Fprintf(&b, "no functions yet: sockfaas deploy NAME DIR%s\n", endpointFlag)
 	} else {
