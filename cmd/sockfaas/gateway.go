@@ -83,10 +83,10 @@ func (f gatewayFlags) plan(args []string, log zerolog.Logger) (gatewayPlan, erro
 			log.Warn().Str("server", redactURLs(urls)).Msg("--gateway has a password or token in its URL, which ps shows to every user: pass the URL in SOCKFAAS_GATEWAY or the config file, or use --nats-creds")
 		}
 	}
-	if !validNATSToken(f.NatsPrefix) {
+	if !natsgw.ValidToken(f.NatsPrefix) {
 		return p, fmt.Errorf("--nats-prefix %q: want 1-64 letters, digits, - and _", f.NatsPrefix)
 	}
-	if f.HostID != "" && !validNATSToken(f.HostID) {
+	if f.HostID != "" && !natsgw.ValidToken(f.HostID) {
 		return p, fmt.Errorf("--host-id %q: want 1-64 letters, digits, - and _ (it names NATS subjects)", f.HostID)
 	}
 	if p.mode == gatewayJoin {
@@ -189,22 +189,6 @@ func redactErr(err error, urls string) error {
 	return err
 }
 
-// validNATSToken is natsgw's rule for a host id or prefix: it becomes a
-// subject token and part of stream names.
-func validNATSToken(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -218,7 +202,6 @@ func isLoopback(host string) bool {
 type upstream struct {
 	gw     *natsgw.Gateway
 	srv    *embedded.Server
-	lock   *os.File // the store's: one embedded server per store
 	store  string
 	prefix string
 	server string // the NATS URL, secrets hidden
@@ -264,30 +247,17 @@ func (p gatewayPlan) start(ctx context.Context, log zerolog.Logger) (_ *upstream
 	return u, nil
 }
 
-// startEmbedded locks the store, checks the port is free (the server
-// itself would only time out) and starts the server.
-func (u *upstream) startEmbedded(ctx context.Context, p gatewayPlan, log zerolog.Logger) error {
-	ln, err := net.Listen("tcp", p.listen)
-	if err != nil {
+// startEmbedded starts the server, saying what to do when its port or
+// store is taken.
+func (u *upstream) startEmbedded(ctx context.Context, p gatewayPlan, log zerolog.Logger) (err error) {
+	u.store = p.store
+	u.srv, err = embedded.Start(ctx, embedded.Config{Listen: p.listen, StoreDir: p.store, Logger: log})
+	switch {
+	case errors.Is(err, unix.EADDRINUSE):
 		return fmt.Errorf("--nats-listen %s: %w (another NATS server, or another `sockfaas run --gateway embedded`? join it with --gateway nats://%s, or pick another port)", p.listen, err, p.listen)
-	}
-	_ = ln.Close()
-	if err := os.MkdirAll(p.store, 0o700); err != nil {
-		return fmt.Errorf("--nats-store: %w", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(p.store, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("--nats-store: %w", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return fmt.Errorf("--nats-store %s is in use by another `sockfaas run --gateway embedded`: join its server with --gateway nats://..., or give this one a --nats-store of its own", p.store)
-		}
-		return fmt.Errorf("--nats-store: lock: %w", err)
-	}
-	u.lock, u.store = lock, p.store
-	if u.srv, err = embedded.Start(ctx, embedded.Config{Listen: p.listen, StoreDir: p.store, Logger: log}); err != nil {
+	case errors.Is(err, embedded.ErrStoreInUse):
+		return fmt.Errorf("--nats-store %s is in use by another `sockfaas run --gateway embedded`: join its server with --gateway nats://..., or give this one a --nats-store of its own", p.store)
+	case err != nil:
 		return fmt.Errorf("start the embedded NATS server: %w", err)
 	}
 	return nil
@@ -341,10 +311,6 @@ func (u *upstream) close(ctx context.Context, log zerolog.Logger) error {
 		u.srv.Shutdown()
 		u.srv = nil
 		log.Info().Str("nats_store", u.store).Msg("embedded NATS server stopped; hosts that joined it reconnect when it runs again")
-	}
-	if u.lock != nil {
-		_ = u.lock.Close() // and with it the flock
-		u.lock = nil
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -121,9 +122,9 @@ func (c *Config) setDefaults() error {
 		c.Replicas = 1
 	}
 	switch {
-	case !validToken(c.Prefix):
+	case !ValidToken(c.Prefix):
 		return fmt.Errorf("%w: prefix %q: want letters, digits, - and _", invoker.ErrInvalid, c.Prefix)
-	case !validToken(c.HostID):
+	case !ValidToken(c.HostID):
 		return fmt.Errorf("%w: host id %q: want 1-64 letters, digits, - and _", invoker.ErrInvalid, c.HostID)
 	case c.HostTTL < 2*c.Heartbeat:
 		return fmt.Errorf("%w: host TTL %v is less than two heartbeats (%v)", invoker.ErrInvalid, c.HostTTL, c.Heartbeat)
@@ -135,12 +136,54 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// redact hides the passwords and tokens of a comma-separated list of URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			parts[i] = u.Redacted()
+		} else {
+			u.User = url.User("xxxxx") // nats://TOKEN@host
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// redactErr is err with the secrets of urls hidden from its message (the
+// client's errors name the URL as given).
+func redactErr(err error, urls string) error {
+	msg := err.Error()
+	for _, p := range strings.Split(urls, ",") {
+		p = strings.TrimSpace(p)
+		if safe := redact(p); safe != p {
+			msg = strings.ReplaceAll(msg, p, safe)
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{err: err, msg: msg}
+}
+
+type redactedError struct {
+	err error
+	msg string
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
 // defaultHostID is the host name, made a subject token, and a random
 // suffix.
 func defaultHostID() string {
 	name, _ := os.Hostname()
 	name = strings.Map(func(r rune) rune {
-		if validToken(string(r)) {
+		if ValidToken(string(r)) {
 			return r
 		}
 		return '-'
@@ -148,13 +191,21 @@ func defaultHostID() string {
 	if len(name) > 40 {
 		name = name[:40]
 	}
-	var b [4]byte
-	_, _ = crand.Read(b[:])
 	if name == "" {
 		name = "host"
 	}
-	return name + "-" + hex.EncodeToString(b[:])
+	return name + "-" + randomHex(4)
 }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ErrHostIDInUse is wrapped by Attach's error when a live host already
+// uses the configured HostID.
+var ErrHostIDInUse = errors.New("host id in use")
 
 // Gateway is an invoker.Upstream over NATS. See the package documentation.
 // Its methods are safe for concurrent use.
@@ -181,6 +232,8 @@ type Gateway struct {
 	delMu     sync.Mutex
 	delClosed bool
 
+	instance string // random, this process's
+
 	mu      sync.Mutex
 	closed  bool
 	calls   map[*callState]struct{} // sync calls in flight
@@ -192,6 +245,8 @@ type Gateway struct {
 type peer struct {
 	Functions []string  `json:"functions"`
 	Started   time.Time `json:"started"`
+	// Instance tells two processes with the same host ID apart.
+	Instance string `json:"instance"`
 }
 
 // callState is a sync call in flight: a lost connection fails it.
@@ -215,7 +270,7 @@ func New(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		cfg: cfg, log: cfg.Logger.With().Str("host", cfg.HostID).Logger(), nc: cfg.Conn,
 		callPrefix: p + ".call.", hostCallPrefix: p + ".host." + cfg.HostID + ".call.",
 		eventPrefix: p + ".event.", backupPrefix: p + ".backup.",
-		calls: map[*callState]struct{}{}, peers: map[string]peer{},
+		calls: map[*callState]struct{}{}, peers: map[string]peer{}, instance: randomHex(8),
 	}
 	if g.nc == nil {
 		opts := append([]nats.Option{
@@ -232,11 +287,14 @@ func New(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 			}),
 		)
 		if g.nc, err = nats.Connect(cfg.URL, opts...); err != nil {
-			return nil, fmt.Errorf("natsgw: connect to %s: %w: %w", cfg.URL, invoker.ErrUnavailable, err)
+			return nil, fmt.Errorf("natsgw: connect to %s: %w: %w", redact(cfg.URL), invoker.ErrUnavailable, redactErr(err, cfg.URL))
 		}
 		g.ownConn = true
 		defer func() {
 			if err != nil {
+				g.mu.Lock()
+				g.closed = true // no "disconnected" warning
+				g.mu.Unlock()
 				g.nc.Close()
 			}
 		}()

@@ -362,6 +362,31 @@ func TestOversizePayload(t *testing.T) {
 	}
 }
 
+// TestHostIDInUse: a second host with a live host's ID is refused before
+// it takes anything of the first's.
+func TestHostIDInUse(t *testing.T) {
+	srv := startServer(t, "", "")
+	a := newGateway(t, testConfig(t, srv.URL(), "same"))
+	attach(t, a, newFakeHost(nil))
+	if _, err := a.Backup(context.Background(), invoker.Event{ID: "e1", Function: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	twin := newGateway(t, testConfig(t, srv.URL(), "same"))
+	err := twin.Attach(context.Background(), newFakeHost(nil))
+	if !errors.Is(err, ErrHostIDInUse) {
+		t.Fatalf("attach with a live host's id: %v", err)
+	}
+	t.Log(err)
+	if info, err := a.backups.Info(context.Background()); err != nil || info.State.Msgs != 1 {
+		t.Errorf("the live host's backup: %+v, %v", info, err)
+	}
+	// An id with a password-less URL: the connect error names no secret.
+	_, err = New(context.Background(), Config{URL: "nats://user:s3cret@127.0.0.1:1"})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("connect error shows the password: %v", err)
+	}
+}
+
 func TestBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{URL: "nats://127.0.0.1:1", HostID: "a.b"},

@@ -68,6 +68,10 @@ func (g *Gateway) Attach(ctx context.Context, h invoker.Host) error {
 	g.serving = s
 	g.mu.Unlock()
 
+	if err := g.claimID(ctx); err != nil {
+		g.abortAttach(s)
+		return err
+	}
 	if err := g.moveBackups(ctx, g.cfg.HostID); err != nil {
 		g.abortAttach(s)
 		return fmt.Errorf("natsgw: take over this host's earlier backups: %w", err)
@@ -96,6 +100,24 @@ func (g *Gateway) Attach(ctx context.Context, h invoker.Host) error {
 	s.wg.Add(1)
 	go g.loop(s)
 	return nil
+}
+
+// claimID refuses a host ID that a live host uses: two hosts with one ID
+// would share its call subject and take each other's backups for orphans.
+func (g *Gateway) claimID(ctx context.Context) error {
+	e, err := g.hosts.Get(ctx, g.cfg.HostID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return nil
+	case err != nil:
+		return fmt.Errorf("natsgw: read the live hosts: %w", err)
+	}
+	var p peer
+	if json.Unmarshal(e.Value(), &p) == nil && p.Instance == g.instance {
+		return nil
+	}
+	return fmt.Errorf("natsgw: %w: %q belongs to a live host (last heartbeat %v ago); give this host another id, or wait %v if that host is gone",
+		ErrHostIDInUse, g.cfg.HostID, time.Since(e.Created()).Round(time.Millisecond), g.cfg.HostTTL)
 }
 
 // abortAttach undoes a failed Attach.
@@ -205,7 +227,7 @@ func (g *Gateway) beat(ctx context.Context, s *serving) {
 func (g *Gateway) heartbeat(ctx context.Context, s *serving) error {
 	fns := s.h.Served()
 	slices.Sort(fns)
-	v, err := json.Marshal(peer{Functions: fns, Started: s.started})
+	v, err := json.Marshal(peer{Functions: fns, Started: s.started, Instance: g.instance})
 	if err != nil {
 		return err
 	}
@@ -270,7 +292,7 @@ func (g *Gateway) sync(ctx context.Context, s *serving) error {
 	}
 	want := map[string]bool{}
 	for _, name := range s.h.Served() {
-		if validToken(name) {
+		if ValidToken(name) {
 			want[name] = true
 		}
 	}

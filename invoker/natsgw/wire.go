@@ -171,7 +171,7 @@ func getEvent(fn string, h nats.Header, data []byte) (invoker.Event, error) {
 
 // validToken reports whether s can be one token of a subject (and the
 // name of a durable consumer): letters, digits, - and _.
-func validToken(s string) bool {
+func ValidToken(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // Defaults of Config.
@@ -41,9 +44,14 @@ type Config struct {
 	Logger zerolog.Logger
 }
 
+// ErrStoreInUse is wrapped by Start's error when another embedded server
+// runs on the same StoreDir (nats-server itself does not check).
+var ErrStoreInUse = errors.New("store directory in use")
+
 // Server is a running embedded NATS server.
 type Server struct {
-	s *server.Server
+	s    *server.Server
+	lock *os.File // StoreDir's: one server per store
 }
 
 // Start starts a server and waits until it takes connections.
@@ -71,6 +79,27 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	// nats-server only logs a failure to listen and then never becomes
+	// ready: find out now, with the error that says why.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	_ = ln.Close()
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.StoreDir, "sockfaas.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("embedded nats: %w: %s", ErrStoreInUse, cfg.StoreDir)
+		}
+		return nil, fmt.Errorf("embedded nats: lock %s: %w", cfg.StoreDir, err)
+	}
 	s, err := server.NewServer(&server.Options{
 		ServerName: cfg.Name,
 		Host:       host,
@@ -82,6 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// The default accepts up to 64 MiB pending per client; ample.
 	})
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	s.SetLoggerV2(logger{cfg.Logger.With().Str("component", "nats-server").Logger()}, false, false, false)
@@ -93,18 +123,23 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if !s.ReadyForConnections(deadline) {
 		s.Shutdown()
 		s.WaitForShutdown()
+		lock.Close()
 		return nil, fmt.Errorf("embedded nats: not ready to take connections on %s within %v", cfg.Listen, deadline)
 	}
-	return &Server{s: s}, nil
+	return &Server{s: s, lock: lock}, nil
 }
 
 // URL is the address clients connect to (nats://host:port).
 func (s *Server) URL() string { return s.s.ClientURL() }
 
-// Shutdown stops the server and waits until it has.
+// Shutdown stops the server and waits until it has. It is idempotent.
 func (s *Server) Shutdown() {
 	s.s.Shutdown()
 	s.s.WaitForShutdown()
+	if s.lock != nil {
+		_ = s.lock.Close() // and with it the flock
+		s.lock = nil
+	}
 }
 
 // logger forwards the server's log to zerolog: notices at debug level,
