@@ -36,6 +36,7 @@ func (*Cgroup) Name() string                   { return "" }
 func (*Cgroup) Paths() []string                { return nil }
 func (*Cgroup) ProcsFiles() []string           { return nil }
 func (*Cgroup) OpenProcs() ([]*os.File, error) { return nil, errOS() }
+func (*Cgroup) JoinFiles() ([]*os.File, error) { return nil, errOS() }
 func (*Cgroup) Attach(int) error               { return errOS() }
 func (*Cgroup) OpenDir() (*os.File, error)     { return nil, errOS() }
 func (*Cgroup) Pids() ([]int, error)           { return nil, errOS() }

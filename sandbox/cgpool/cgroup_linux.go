@@ -37,6 +37,8 @@ type Cgroup struct {
 	// high-water mark seen through that fd only (Linux 6.12+).
 	peakFD        int
 	peakResetable bool
+	// join are the cgroup.procs files, open for writing (JoinFiles).
+	join []*os.File
 }
 
 // cgFiles are the paths of the files the pool reads and writes; "" when
@@ -216,6 +218,10 @@ func (c *Cgroup) closeFiles() {
 		_ = unix.Close(c.peakFD)
 		c.peakFD = -1
 	}
+	for _, f := range c.join {
+		_ = f.Close()
+	}
+	c.join = nil
 }
 
 // Name is the absolute cgroup path, e.g. "/sockfaas/cg-3".
@@ -246,6 +252,25 @@ func (c *Cgroup) OpenProcs() ([]*os.File, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// JoinFiles returns the cgroup.procs files, one per directory of Paths,
+// open for writing: a process that writes "0" to each joins the cgroup.
+// Unlike OpenProcs they are opened once and stay open while the cgroup is
+// in the pool, which makes joining a new process cheap; the caller must
+// not close them, and must not use them after Put.
+func (c *Cgroup) JoinFiles() ([]*os.File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.join != nil {
+		return c.join, nil
+	}
+	files, err := c.OpenProcs()
+	if err != nil {
+		return nil, err
+	}
+	c.join = files
+	return files, nil
 }
 
 // Attach moves process pid (all its threads) into the cgroup in every

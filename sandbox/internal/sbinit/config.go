@@ -50,6 +50,13 @@ type Config struct {
 	// anything, with its host pid: for cgroup v1, write pid to the
 	// cgroup.procs files. An error aborts the start.
 	Attach func(pid int) error
+	// CgroupProcs are cgroup.procs files (cgroup v1, one per hierarchy)
+	// open for writing, at most MaxCgroupProcs: the helper joins them
+	// itself, writing "0" to each before it does anything else. That
+	// saves Attach's round trip between the Go side and the helper. The
+	// caller keeps its files; the helper's copies are closed before the
+	// program runs.
+	CgroupProcs []*os.File
 }
 
 // StepError reports a setup step of the helper that failed before the

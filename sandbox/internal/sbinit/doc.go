@@ -13,7 +13,8 @@
 //
 // The package owns that helper and the protocol with it. It never builds
 // the root (fsbind does), never creates cgroups (the caller passes a v2
-// directory fd or attaches the helper itself through Config.Attach), and
+// directory fd, cgroup v1 cgroup.procs files the helper joins first thing,
+// or attaches the helper itself through Config.Attach), and
 // never creates network namespaces beyond the one a clone flag asks for.
 //
 // After editing csrc/sbinit.c, regenerate the embedded helper with

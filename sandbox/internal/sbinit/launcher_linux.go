@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,9 @@ const minHelperFD = 64
 // hostNameMax is the kernel's limit for sethostname (HOST_NAME_MAX).
 const hostNameMax = 64
 
+// MaxCgroupProcs is how many Config.CgroupProcs the helper takes.
+const MaxCgroupProcs = 16
+
 func (c *Config) validate() error {
 	switch {
 	case len(c.Args) == 0 || c.Args[0] == "":
@@ -44,6 +48,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("sandbox init: join a network namespace or make one, not both: %w", fs.ErrInvalid)
 	case c.Cloneflags&unix.CLONE_NEWUTS != 0 && len(c.Hostname) > hostNameMax:
 		return fmt.Errorf("sandbox init: hostname longer than %d bytes: %w", hostNameMax, fs.ErrInvalid)
+	case len(c.CgroupProcs) > MaxCgroupProcs:
+		return fmt.Errorf("sandbox init: more than %d cgroup.procs files: %w", MaxCgroupProcs, fs.ErrInvalid)
+	case slices.Contains(c.CgroupProcs, nil):
+		return fmt.Errorf("sandbox init: nil cgroup.procs file: %w", fs.ErrInvalid)
 	}
 	return nil
 }
@@ -70,6 +78,13 @@ func (c *Config) helperArgs() []string {
 	}
 	if c.Privileged {
 		args = append(args, "priv")
+	}
+	if len(c.CgroupProcs) > 0 {
+		args = append(args, "procs="+strconv.Itoa(len(c.CgroupProcs)))
+	}
+	if c.Attach == nil {
+		// Nothing to wait for: no go pipe at all.
+		args = append(args, "nogo")
 	}
 	args = append(args, "--")
 	return append(args, c.Args...)
@@ -153,7 +168,7 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var pipes [6]*os.File // go r/w, err r/w, status r/w
+	var pipes [6]*os.File // err r/w, status r/w, go r/w (with Attach only)
 	closeAll := func() {
 		for _, f := range pipes {
 			if f != nil {
@@ -161,7 +176,11 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 			}
 		}
 	}
-	for i := 0; i < len(pipes); i += 2 {
+	n := 4
+	if cfg.Attach != nil {
+		n = 6
+	}
+	for i := 0; i < n; i += 2 {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll()
@@ -169,16 +188,9 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 		pipes[i], pipes[i+1] = r, w
 	}
-	goR, goW, errR, errW, statusR, statusW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
+	errR, errW, statusR, statusW, goR, goW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
 	defer closeAll() // closing twice is harmless; statusR is kept by nil-ing it
 
-	// Without Attach there is nothing to wait for: the go byte sits in the
-	// pipe before the helper even starts, saving a round trip.
-	if cfg.Attach == nil {
-		if _, err := goW.Write([]byte{0}); err != nil {
-			return nil, fmt.Errorf("sandbox init: %w", err)
-		}
-	}
 	env := cfg.Env
 	if env == nil {
 		env = []string{}
@@ -191,7 +203,7 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 			Stdin:      cfg.Stdin,
 			Stdout:     cfg.Stdout,
 			Stderr:     cfg.Stderr,
-			ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS), // fds 3, 4, 5 (, 6)
+			ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS, cfg.CgroupProcs),
 			// Without a PID namespace a background child of the program can
 			// hold a stdio pipe open after the program exited; Wait then stops
 			// copying after this long instead of waiting for it.
@@ -230,7 +242,9 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 	// The helper's ends now live in the helper only, so EOF on the error
 	// pipe means what the protocol says.
-	goR.Close()
+	if goR != nil {
+		goR.Close()
+	}
 	errW.Close()
 	statusW.Close()
 
@@ -251,8 +265,8 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		if _, err := goW.Write([]byte{0}); err != nil {
 			return abort(fmt.Errorf("sandbox init: helper gone before start: %w", err))
 		}
+		goW.Close()
 	}
-	goW.Close()
 
 	report, err := io.ReadAll(io.LimitReader(errR, 4096))
 	if !stop() {
@@ -264,7 +278,7 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if len(report) > 0 {
 		return abort(parseStepError(string(report), &cfg))
 	}
-	pipes[4] = nil // statusR now belongs to the Process
+	pipes[2] = nil // statusR now belongs to the Process
 	return &Process{cmd: cmd, status: statusR}, nil
 }
 
@@ -310,10 +324,13 @@ func (p *Process) Wait() (syscall.WaitStatus, error) {
 }
 
 // extraFiles lists the helper's descriptors from 3 on, in the order
-// csrc/sbinit.c expects them.
-func extraFiles(goR, errW, statusW, netns *os.File) []*os.File {
-	if netns == nil {
-		return []*os.File{goR, errW, statusW}
+// csrc/sbinit.c expects them: go pipe, error pipe, status pipe, network
+// namespace, cgroup.procs files. A nil entry is a closed descriptor.
+func extraFiles(goR, errW, statusW, netns *os.File, procs []*os.File) []*os.File {
+	files := make([]*os.File, 0, 4+len(procs))
+	files = append(files, goR, errW, statusW)
+	if netns != nil || len(procs) > 0 {
+		files = append(files, netns)
 	}
-	return []*os.File{goR, errW, statusW, netns}
+	return append(files, procs...)
 }

@@ -580,6 +580,59 @@ func TestCgroupFD(t *testing.T) {
 	}
 }
 
+// TestCgroupProcs: the helper joins the cgroups whose cgroup.procs files
+// it is given before the program runs, and a file it cannot write fails
+// the start at that step.
+func TestCgroupProcs(t *testing.T) {
+	testutil.RequiresRoot(t)
+	name := testutil.UniqueName(t)
+	var procs []*os.File
+	for _, mnt := range []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		var st unix.Statfs_t
+		if unix.Statfs(mnt, &st) != nil || (st.Type != unix.CGROUP_SUPER_MAGIC && st.Type != unix.CGROUP2_SUPER_MAGIC) {
+			continue
+		}
+		dir := filepath.Join(mnt, name)
+		must(t, os.Mkdir(dir, 0o755))
+		t.Cleanup(func() {
+			if err := os.Remove(dir); err != nil {
+				t.Errorf("remove cgroup: %v", err)
+			}
+		})
+		f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0)
+		must(t, err)
+		t.Cleanup(func() { f.Close() })
+		procs = append(procs, f)
+	}
+	if len(procs) == 0 {
+		t.Skip("no cgroup hierarchy mounted")
+	}
+
+	root := minimalRoot(t)
+	l := newLauncher(t)
+	cfg := sandboxConfig(root, "cat", "/proc/self/cgroup")
+	cfg.CgroupProcs = procs
+	out, ws := run(t, l, cfg)
+	wantExit(t, ws, 0)
+	if n := strings.Count(out, ":/"+name+"\n"); n != len(procs) {
+		t.Errorf("/proc/self/cgroup %q: in %d cgroups named %s, want %d", out, n, name, len(procs))
+	}
+	// The caller's files stay open.
+	if _, err := procs[0].Stat(); err != nil {
+		t.Errorf("cgroup.procs file closed by Start: %v", err)
+	}
+
+	ro, err := os.Open(procs[0].Name())
+	must(t, err)
+	defer ro.Close()
+	cfg.CgroupProcs = []*os.File{ro}
+	_, err = l.Start(context.Background(), cfg)
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "join cgroup" || !errors.Is(err, unix.EBADF) {
+		t.Errorf("read-only cgroup.procs: error %v, want step %q failing with EBADF", err, "join cgroup")
+	}
+}
+
 func TestConcurrentStarts(t *testing.T) {
 	root := minimalRoot(t)
 	l := newLauncher(t)

@@ -9,15 +9,18 @@
  * mutable state. See launcher_linux.go for the other half of the protocol.
  *
  * argv: sockfaas-init [root=P] [host=H] [uid=N] [gid=N] [dir=P] [flags=N]
- *       -- program args...
+ *       [netns] [priv] [procs=N] [nogo] -- program args...
  *   (flags are the CLONE_NEW* bits the Go side cloned us with, in decimal)
  * envp: the program's environment (PATH is used to find the program).
  * fd 3: "go" pipe; one byte arrives once the Go side has attached us to
- *       our cgroups, so nothing runs before that.
+ *       our cgroups, so nothing runs before that. Not used with nogo.
  * fd 4: error pipe; "<step>: <errno>" on failure. EOF without data means
  *       the program was exec'd (every copy of fd 4 is close-on-exec).
  * fd 5: status pipe; with a PID namespace, the program's raw 4-byte wait
  *       status, written just before we exit.
+ * fd 6: with netns, the network namespace to join.
+ * fd 7...: with procs=N, N cgroup.procs files (cgroup v1, one per
+ *       hierarchy) open for writing: we join those cgroups first thing.
  */
 #include <asm/signal.h>
 #include <asm/unistd.h>
@@ -37,8 +40,14 @@
 #define SOCK_DGRAM 2
 #define IFF_UP 0x1
 
-enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5, FD_NETNS = 6 };
+enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5, FD_NETNS = 6, FD_PROCS = 7 };
+enum { MAX_PROCS = 16 }; /* cgroup v1 hierarchies we may be asked to join */
 enum { PATH_BUF = 4096 };
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+struct config;
 
 #if defined(__x86_64__)
 
@@ -55,6 +64,31 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
+
+/*
+ * spawn_vfork(flags, stack, fn, arg) is clone(2) whose child calls fn(arg)
+ * on stack. fn and arg ride in r9 and r8, which the system call preserves
+ * (r8 is clone's tls argument, unused without CLONE_SETTLS).
+ */
+long spawn_vfork(unsigned long flags, void *stack, void (*fn)(const struct config *),
+		 const struct config *arg);
+__asm__(".text\n"
+	".type spawn_vfork,@function\n"
+	"spawn_vfork:\n"
+	"	mov %rdx, %r9\n"
+	"	mov %rcx, %r8\n"
+	"	xor %edx, %edx\n"
+	"	xor %r10d, %r10d\n"
+	"	mov $" STR(__NR_clone) ", %eax\n"
+	"	syscall\n"
+	"	test %rax, %rax\n"
+	"	jz 1f\n"
+	"	ret\n"
+	"1:	xor %ebp, %ebp\n"
+	"	mov %r8, %rdi\n"
+	"	call *%r9\n"
+	"	hlt\n");
+#define HAVE_SPAWN_VFORK 1
 
 /* The kernel leaves argc at (%rsp), argv and envp above it. */
 __asm__(".text\n"
@@ -113,11 +147,36 @@ struct config {
 	unsigned long uid, gid, flags;
 	int netns; /* join the network namespace open at FD_NETNS */
 	int priv;  /* keep uid, gid and capabilities: a trusted zygote */
+	int nogo;  /* no go pipe: start at once */
+	unsigned long procs; /* cgroup.procs files at FD_PROCS... */
 	char **argv; /* the program's */
 	char **envp;
 };
 
 void start(long *sp) __attribute__((noreturn, used));
+
+enum { SPAWN_STACK = 16384 };
+
+/*
+ * spawn runs fn(arg) in a child process, which must end by exec or exit.
+ * Where this file has the glue, the child shares our memory until then
+ * (CLONE_VM | CLONE_VFORK) on a stack of its own, stack_top down: no page
+ * tables to copy, no copy-on-write faults, and we sleep until it has
+ * exec'd or died, so nothing of ours changes under it.
+ */
+static long spawn(void (*fn)(const struct config *), const struct config *arg, char *stack_top)
+{
+#ifdef HAVE_SPAWN_VFORK
+	return spawn_vfork(CLONE_VM | CLONE_VFORK | SIGCHLD, stack_top, fn, arg);
+#else
+	long pid = sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0);
+
+	(void)stack_top;
+	if (pid == 0)
+		fn(arg);
+	return pid;
+#endif
+}
 
 static __attribute__((noreturn)) void exit_now(int code)
 {
@@ -224,6 +283,10 @@ static void parse(struct config *c, char **argv, char **envp)
 			c->netns = 1;
 		else if (after(a, "priv") && !a[4])
 			c->priv = 1;
+		else if (after(a, "nogo") && !a[4])
+			c->nogo = 1;
+		else if ((v = after(a, "procs=")) && number(v, &c->procs) && c->procs <= MAX_PROCS)
+			;
 		else
 			fail("arguments", -EINVAL);
 	}
@@ -235,6 +298,20 @@ static void parse(struct config *c, char **argv, char **envp)
 	/* pivot_root and a proc mount in the host's mount namespace: never. */
 	if (c->root && !(c->flags & CLONE_NEWNS))
 		fail("arguments", -EINVAL);
+}
+
+/*
+ * Joins our cgroups by writing "0" to each cgroup.procs file we were given:
+ * no round trip to the Go side, and nothing else runs before.
+ */
+static void join_cgroups(unsigned long n)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++) {
+		check(sys3(__NR_write, FD_PROCS + i, "0", 1), "join cgroup");
+		sys1(__NR_close, FD_PROCS + i);
+	}
 }
 
 /* Blocks until the Go side says go; EOF means it gave up on us. */
@@ -413,6 +490,15 @@ static __attribute__((noreturn)) void exec_program(const struct config *c)
 	fail("exec", denied ? -EACCES : ret);
 }
 
+/* The child of run_init: it unblocks signals and becomes the program. */
+static __attribute__((noreturn)) void program_main(const struct config *c)
+{
+	unsigned long none = 0;
+
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none);
+	exec_program(c);
+}
+
 /*
  * PID 1 of a new PID namespace: runs the program as its child, forwards
  * signals to it, reaps orphans, and exits with the program's status.
@@ -423,17 +509,15 @@ static __attribute__((noreturn)) void exec_program(const struct config *c)
  */
 static __attribute__((noreturn)) void run_init(const struct config *c)
 {
-	unsigned long all = ~0UL, none = 0;
+	unsigned long all = ~0UL;
 	long child, pid, sig;
 	int status;
+	/* The program's stack until it execs (see spawn). */
+	char stack[SPAWN_STACK] __attribute__((aligned(16)));
 
 	/* Blocked before the fork: no signal can slip in between. */
 	check(sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, 0, sizeof all), "block signals");
-	child = check(sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0), "fork");
-	if (child == 0) {
-		sys4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none);
-		exec_program(c);
-	}
+	child = check(spawn(program_main, c, stack + sizeof stack), "fork");
 	/*
 	 * Our copy of the error pipe goes, so the Go side reads EOF exactly
 	 * when the child's close-on-exec copy goes. The program's stdio is not
@@ -491,7 +575,9 @@ void start(long *sp)
 	sys3(__NR_fcntl, FD_ERR, F_SETFD, FD_CLOEXEC);
 	sys3(__NR_fcntl, FD_STATUS, F_SETFD, FD_CLOEXEC);
 	parse(&c, argv, envp);
-	wait_for_go();
+	join_cgroups(c.procs);
+	if (!c.nogo)
+		wait_for_go();
 
 	if (c.flags & CLONE_NEWNS) /* so that no mount below reaches the host */
 		check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
