@@ -26,6 +26,7 @@ type config struct {
 	workSize   int64
 	scratchUID int
 	scratchGID int
+	spares     int
 }
 
 func defaultConfig() config {
@@ -60,6 +61,19 @@ func WithWorkSize(bytes int64) Option {
 func WithScratchOwner(uid, gid int) Option {
 	return func(b *Builder) {
 		b.cfg.scratchUID, b.cfg.scratchGID = uid, gid
+	}
+}
+
+// WithSpares keeps n roots of the default Spec (the zero Spec) built
+// ahead of time, by a background goroutine, so that Build of a default Spec
+// mostly renames one into place: the building happens off the caller's
+// path. The default is none. Spares are built exactly as Build would build
+// them and never handed out twice.
+func WithSpares(n int) Option {
+	return func(b *Builder) {
+		if n > 0 {
+			b.cfg.spares = n
+		}
 	}
 }
 

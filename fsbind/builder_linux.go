@@ -24,6 +24,10 @@ import (
 // '+' keeps it out of the namespace of root IDs.
 const templateDir = "+template"
 
+// spareDir prefixes the directories of spare roots (WithSpares); like
+// templateDir it is outside the namespace of root IDs.
+const spareDir = "+spare-"
+
 // rootTmpfs is a root's own tmpfs: it only holds mount points, symlinks and
 // the directories leading to mount points, and is read-only once built.
 const rootTmpfs = "mode=0755,size=1m"
@@ -50,6 +54,13 @@ type Builder struct {
 
 	mu     sync.RWMutex // Build holds it shared, Close exclusively
 	closed atomic.Bool
+
+	// With WithSpares: built default roots, the goroutine that builds
+	// them, and how Close stops it.
+	spares     chan *Root
+	stopSpares chan struct{}
+	sparesDone chan struct{}
+	stopOnce   sync.Once
 }
 
 // NewBuilder makes dir (mode 0700) and mounts the work tmpfs on it. If dir
@@ -86,8 +97,89 @@ func NewBuilder(ctx context.Context, dir string, opts ...Option) (*Builder, erro
 	b.defaults.nodes = append([]node(nil), b.hostBase.nodes...)
 	b.defaults.mounts = append([]mountOp(nil), b.hostBase.mounts...)
 	appendOwn(&b.defaults, b.devTemplate, DefaultTmpSize)
-	b.cfg.log.Info().Str("dir", d).Dur("dur", time.Since(start)).Msg("root builder ready")
+	if b.cfg.spares > 0 {
+		b.spares = make(chan *Root, b.cfg.spares)
+		b.stopSpares = make(chan struct{})
+		b.sparesDone = make(chan struct{})
+		go b.buildSpares()
+	}
+	b.cfg.log.Info().Str("dir", d).Int("spares", b.cfg.spares).Dur("dur", time.Since(start)).Msg("root builder ready")
 	return b, nil
+}
+
+// buildSpares keeps the spares channel full until Close.
+func (b *Builder) buildSpares() {
+	defer close(b.sparesDone)
+	for n := 0; ; n++ {
+		r, err := b.buildSpare(spareDir + strconv.Itoa(n))
+		if err != nil {
+			if !errors.Is(err, ErrClosed) {
+				b.cfg.log.Warn().Err(err).Msg("cannot build a spare root")
+			}
+			// Build builds its own meanwhile; try again a little later.
+			select {
+			case <-b.stopSpares:
+				return
+			case <-time.After(100 * time.Millisecond):
+				continue
+			}
+		}
+		select {
+		case b.spares <- r:
+		case <-b.stopSpares:
+			// Close's Cleanup takes down whatever is left.
+			return
+		}
+	}
+}
+
+func (b *Builder) buildSpare(name string) (*Root, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	r := b.newRoot(name, nil)
+	if err := ignoringEINTR(func() error { return unix.Mkdir(r.Dir, 0o700) }); err != nil {
+		return nil, &os.PathError{Op: "mkdir", Path: r.Dir, Err: err}
+	}
+	if err := b.build(r, &b.defaults); err != nil {
+		if terr := r.teardown(); terr != nil {
+			err = errors.Join(err, fmt.Errorf("undo: %w", terr))
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// takeSpare renames a spare root, if one is ready, to id. ok is false
+// when there is none; err is set when there was one but id is in use (an
+// error matching fs.ErrExist) or the rename failed, in which case the
+// spare is gone.
+func (b *Builder) takeSpare(id string) (r *Root, ok bool, err error) {
+	select {
+	case r = <-b.spares:
+	default:
+		return nil, false, nil
+	}
+	rdir := b.dir + "/" + id
+	err = ignoringEINTR(func() error {
+		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, rdir, unix.RENAME_NOREPLACE)
+	})
+	if err != nil {
+		if terr := r.teardown(); terr != nil {
+			b.cfg.log.Warn().Err(terr).Str("dir", r.Dir).Msg("cannot tear down a spare root")
+		}
+		return nil, true, &os.PathError{Op: "rename", Path: rdir, Err: err}
+	}
+	// The mounts moved along with the directory.
+	*r = *b.newRoot(id, nil)
+	return r, true, nil
+}
+
+func (b *Builder) newRoot(id string, mountPoints []string) *Root {
+	rdir := b.dir + "/" + id
+	return &Root{ID: id, Dir: rdir, Path: rdir + "/root", Scratch: rdir + "/scratch", b: b, mountPoints: mountPoints}
 }
 
 // prepareWorkDir makes dir, cleans up a crashed predecessor's mounts, and
@@ -391,11 +483,22 @@ func (b *Builder) Build(ctx context.Context, id string, spec Spec) (*Root, error
 	if err != nil {
 		return nil, fmt.Errorf("build root %q: %w", id, err)
 	}
-	rdir := b.dir + "/" + id
-	r := &Root{ID: id, Dir: rdir, Path: rdir + "/root", Scratch: rdir + "/scratch", b: b}
-	for _, mp := range spec.MountPoints {
-		r.mountPoints = append(r.mountPoints, path.Clean(mp))
+	if b.spares != nil && isDefault(spec) {
+		r, ok, err := b.takeSpare(id)
+		if err != nil {
+			return nil, fmt.Errorf("build root %q: %w", id, err)
+		}
+		if ok {
+			b.cfg.log.Debug().Str("sandbox", id).Dur("dur", time.Since(start)).Msg("root built ahead")
+			return r, nil
+		}
 	}
+	var mountPoints []string
+	for _, mp := range spec.MountPoints {
+		mountPoints = append(mountPoints, path.Clean(mp))
+	}
+	r := b.newRoot(id, mountPoints)
+	rdir := r.Dir
 	if err := ignoringEINTR(func() error { return unix.Mkdir(rdir, 0o700) }); err != nil {
 		return nil, fmt.Errorf("build root %q: %w", id, &os.PathError{Op: "mkdir", Path: rdir, Err: err})
 	}
@@ -656,6 +759,11 @@ func (r *Root) detach() error {
 // later ones fail with ErrClosed. Roots handed out earlier need no
 // Teardown afterwards (it is a no-op).
 func (b *Builder) Close(ctx context.Context) error {
+	if b.stopSpares != nil {
+		// Before the lock: the spare builder may hold it shared.
+		b.stopOnce.Do(func() { close(b.stopSpares) })
+		<-b.sparesDone
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {

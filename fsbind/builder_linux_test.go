@@ -8,10 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -20,11 +22,11 @@ import (
 
 // newTestBuilder makes a Builder in a fresh state directory and, when the
 // test ends, closes it and checks that nothing is left.
-func newTestBuilder(t testing.TB) (*Builder, string) {
+func newTestBuilder(t testing.TB, opts ...Option) (*Builder, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	dir := testutil.StateDir(t)
-	b, err := NewBuilder(context.Background(), dir)
+	b, err := NewBuilder(context.Background(), dir, opts...)
 	if err != nil {
 		t.Fatalf("NewBuilder: %v", err)
 	}
@@ -576,6 +578,46 @@ func TestTeardownRefusesThroughMount(t *testing.T) {
 	teardown(t, r)
 	if _, err := os.Stat(keep); err != nil {
 		t.Fatalf("Teardown deleted through a bind: %v", err)
+	}
+}
+
+// TestSpares: with WithSpares, default roots come ready-built (renamed
+// into place), each exactly once, like any other root; other specs and
+// taken IDs behave as without spares, and Close takes the spares down.
+func TestSpares(t *testing.T) {
+	b, dir := newTestBuilder(t, WithSpares(1))
+	deadline := time.Now().Add(5 * time.Second)
+	for len(b.spares) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if len(b.spares) == 0 {
+		t.Fatal("no spare root built")
+	}
+	var roots []*Root
+	for i := range 4 {
+		r := build(t, b, fmt.Sprint("s", i), Spec{})
+		roots = append(roots, r)
+		if want := filepath.Join(dir, r.ID); r.Dir != want || r.Path != want+"/root" || r.Scratch != want+"/scratch" {
+			t.Errorf("root %q: paths %+v, want them under %s", r.ID, r, want)
+		}
+		for _, sub := range []string{"usr", "dev/shm", "tmp", "scratch"} {
+			if !slices.Contains(testutil.MountsUnder(r.Path), filepath.Join(r.Path, sub)) {
+				t.Errorf("root %q: nothing mounted at /%s", r.ID, sub)
+			}
+		}
+		hasOptions(t, r.Path, "ro")
+	}
+	if err := os.WriteFile(filepath.Join(roots[0].Scratch, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(roots[1].Scratch, "f")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("roots share a scratch directory: %v", err)
+	}
+	if _, err := b.Build(context.Background(), roots[0].ID, Spec{}); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("Build of a taken ID: %v, want fs.ErrExist", err)
+	}
+	for _, r := range roots {
+		teardown(t, r)
 	}
 }
 

@@ -54,6 +54,11 @@ type record struct {
 // a crash (mounts outlive the process that made them).
 const recordName = "sandbox.json"
 
+// rootSpares is how many roots of the default Spec the builder keeps ready,
+// built in the background: most sandboxes use it, and a Create then costs
+// a rename instead of a dozen mounts.
+const rootSpares = 2
+
 func (c config) rootsDir() string { return filepath.Join(c.stateDir, "roots") }
 
 // New takes ownership of the state directory (ErrBusy when another live
@@ -94,7 +99,7 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 		return nil, fmt.Errorf("sandbox init helper: %w", err)
 	}
 	undo = append(undo, func() { _ = b.launcher.Close() })
-	if b.roots, err = fsbind.NewBuilder(ctx, cfg.rootsDir(), fsbind.WithLogger(b.log)); err != nil {
+	if b.roots, err = fsbind.NewBuilder(ctx, cfg.rootsDir(), fsbind.WithLogger(b.log), fsbind.WithSpares(rootSpares)); err != nil {
 		return nil, fmt.Errorf("root builder: %w", err)
 	}
 	undo = append(undo, func() { _ = b.roots.Close(context.Background()) })

@@ -1,7 +1,9 @@
 // Package lean is sockfaas's default sandbox backend, after SOCK's lean
 // containers: a root stitched from bind mounts (fsbind), only the namespaces
 // that pay for themselves (mount, pid, ipc, uts by default), and limits from
-// a pool of pre-created cgroups (cgpool) that are emptied and reused.
+// a pool of pre-created cgroups (cgpool) that are emptied and reused. Roots
+// of the default Spec are built ahead, in the background, so that Create
+// mostly takes one ready-made.
 //
 // A process is started through a tiny static init helper (sandbox/internal/
 // sbinit) that Go execs with the clone flags: it mounts /proc from inside the

@@ -203,8 +203,13 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 		defer dir.Close()
 		cfg.CgroupFD = int(dir.Fd())
 	} else {
-		// v1: the helper waits until every hierarchy has it.
-		cfg.Attach = s.cg.Attach
+		// v1: the helper joins every hierarchy itself before anything
+		// else, through files the pool keeps open.
+		procs, err := s.cg.JoinFiles()
+		if err != nil {
+			return nil, fmt.Errorf("start in %q: %w", s.id, err)
+		}
+		cfg.CgroupProcs = procs
 	}
 	if s.spec.NetNS != "" {
 		f, err := os.Open(s.spec.NetNS)
@@ -318,23 +323,30 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	s.destroyed = true
 	s.gone = make(chan struct{})
-	proc := s.proc
+	proc, paused := s.proc, s.paused
 	s.mu.Unlock()
-	s.destroyErr = s.destroy(proc)
+	s.destroyErr = s.destroy(proc, paused)
 	close(s.gone)
 	return s.destroyErr
 }
 
-func (s *Sandbox) destroy(proc *Process) error {
+func (s *Sandbox) destroy(proc *Process, paused bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), destroyTimeout)
 	defer cancel()
 
 	var errs []error
-	// Kill everything in the cgroup (frozen processes and fork bombs
-	// included) and reap the helper we started before the cgroup goes back
-	// to the pool, so its OOM counter is still ours when Wait reads it.
-	if err := s.cg.Kill(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("kill: %w", err))
+	// The helper we started is killed and reaped before the cgroup goes
+	// back to the pool, so its OOM counter is still ours when Wait reads
+	// it. As PID 1 its death takes every process of its namespace along,
+	// and Put below kills whatever else is in the cgroup and checks that
+	// it is empty: one pass over the cgroup, not two. Everything is killed
+	// through the cgroup first when the sandbox is paused (a frozen
+	// helper cannot die; Kill thaws) or has no PID namespace (the
+	// program's children would outlive it, holding its stdio open).
+	if paused || !s.spec.Namespaces.Has(sandbox.NSPID) {
+		if err := s.cg.Kill(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("kill: %w", err))
+		}
 	}
 	if proc != nil {
 		_ = proc.p.Signal(syscall.SIGKILL)
