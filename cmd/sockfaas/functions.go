@@ -5,6 +5,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -452,6 +453,68 @@ func upFor(t time.Time) string {
 		return "-"
 	}
 	return time.Since(t).Round(time.Second).String()
+}
+
+type deadCmd struct {
+	clientFlags
+	JSON bool `help:"Print the API's JSON, payloads included."`
+}
+
+// deadLetter is an entry of GET /v1/dead-letters.
+type deadLetter struct {
+	ID            string          `json:"id"`
+	Function      string          `json:"function"`
+	Caller        string          `json:"caller"`
+	Attempts      int             `json:"attempts"`
+	Error         string          `json:"error"`
+	FunctionError bool            `json:"function_error"`
+	Queued        time.Time       `json:"queued"`
+	Payload       json.RawMessage `json:"payload"`
+}
+
+func (c *deadCmd) Run(ctx context.Context) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	r, err := cl.do(ctx, http.MethodGet, "/v1/dead-letters", nil, "")
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printResult(r.Body, false)
+	}
+	var body struct {
+		DeadLetters []deadLetter `json:"dead_letters"`
+	}
+	if err := json.Unmarshal(r.Body, &body); err != nil {
+		return fmt.Errorf("GET /v1/dead-letters: unexpected response: %w", err)
+	}
+	if len(body.DeadLetters) == 0 {
+		fmt.Println("no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tFUNCTION\tCALLER\tATTEMPTS\tQUEUED\tERROR")
+	for _, d := range body.DeadLetters {
+		caller := cmp.Or(d.Caller, "-")
+		msg := d.Error
+		if d.FunctionError {
+			var fe struct {
+				Type    string `json:"errorType"`
+				Message string `json:"errorMessage"`
+			}
+			if json.Unmarshal([]byte(d.Error), &fe) == nil && fe.Type != "" {
+				msg = fe.Type + ": " + fe.Message
+			}
+		}
+		msg = strings.Join(strings.Fields(msg), " ")
+		if len(msg) > 100 {
+			msg = msg[:97] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Function, caller, d.Attempts, upFor(d.Queued)+" ago", msg)
+	}
+	return tw.Flush()
 }
 
 type logsCmd struct {

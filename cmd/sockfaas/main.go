@@ -45,6 +45,7 @@ type cli struct {
 	Rm     rmCmd     `cmd:"" help:"Remove functions and their instances."`
 	Ps     psCmd     `cmd:"" help:"Show instances, zygotes and caches."`
 	Logs   logsCmd   `cmd:"" help:"Print a function's captured output (stdout and stderr of its handlers)."`
+	Dead   deadCmd   `cmd:"" name:"dead-letters" help:"List the asynchronous invocations that failed every attempt."`
 	Doctor doctorCmd `cmd:"" help:"Check this machine for what sockfaas needs, and say how to fix what is missing."`
 
 	Demo    demoCmd    `cmd:"" help:"Create a lean sandbox, run commands in it that show its isolation, and time it."`

@@ -214,6 +214,30 @@ func TestRunAndClient(t *testing.T) {
 		t.Fatalf("logs: code %d, stdout %q, stderr %q", rc, out, errs)
 	}
 
+	// An event that fails every attempt (three, a second and two apart)
+	// ends in the dead letters.
+	if out, _, rc := c.client(s, "dead-letters"); rc != 0 || !strings.Contains(out, "no dead letters") {
+		t.Fatalf("dead-letters before any: code %d, stdout %q", rc, out)
+	}
+	out, errs, rc = c.client(s, "invoke", "calc", "--async", "--data", `{"fail": true}`)
+	id := strings.TrimSpace(out)
+	if rc != 0 || id == "" {
+		t.Fatalf("invoke --async of a failing event: code %d, stdout %q, stderr %q", rc, out, errs)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		out, errs, rc := c.client(s, "dead-letters")
+		if rc == 0 && strings.Contains(out, id) {
+			if !strings.Contains(out, "asked to fail") || !strings.Contains(out, "3") {
+				t.Errorf("dead-letters:\n%s", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the failing event never reached the dead letters: code %d, stdout %q, stderr %q", rc, out, errs)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
 	// rm, then the function is gone.
 	if out, errs, rc := c.client(s, "rm", "calc", "calc2"); rc != 0 || !strings.Contains(out, "removed calc2") {
 		t.Fatalf("rm: code %d, stdout %q, stderr %q", rc, out, errs)
