@@ -174,6 +174,20 @@ func (q *asyncQueue) enqueue(ev Event, timeout time.Duration, localOnly bool, do
 	return nil
 }
 
+// handedOn records that the event id went to the upstream: its outcome
+// is kept by the host that runs it, which result says.
+func (q *asyncQueue) handedOn(id, name, why string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.results[id] != nil {
+		return
+	}
+	q.results[id] = &asyncEntry{done: true, finished: q.now(),
+		err: fmt.Errorf("%w: the event was handed to the hosts that serve %q through the upstream (%s); its outcome is kept by the host that runs it", ErrNotFound, name, why)}
+	q.order = append(q.order, id)
+	q.pruneLocked()
+}
+
 func (q *asyncQueue) work() {
 	defer q.wg.Done()
 	for job := range q.jobs {

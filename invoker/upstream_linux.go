@@ -62,6 +62,7 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 		if err := up.InvokeAsync(ctx, ev); err != nil {
 			return "", fmt.Errorf("invoke %q: %w", name, err)
 		}
+		iv.async.handedOn(id, name, "not deployed here")
 		return id, nil
 	}
 	bk, err := up.Backup(ctx, ev)
@@ -87,6 +88,7 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 		// one too, once it has room again).
 		if uerr := up.InvokeAsync(ctx, ev); uerr == nil {
 			done(nil)
+			iv.async.handedOn(id, name, "no room here")
 			return id, nil
 		}
 	}

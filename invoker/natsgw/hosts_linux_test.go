@@ -235,6 +235,10 @@ func TestTwoHosts(t *testing.T) {
 	if err := json.Unmarshal(res.Payload, &got); err != nil || got["rid"] != id || fmt.Sprint(got["echo"]) != "map[n:7]" {
 		t.Errorf("event result on b: %s", res.Payload)
 	}
+	// A knows where it went.
+	if _, _, err := a.iv.AsyncResult(id); !errors.Is(err, invoker.ErrNotFound) || !strings.Contains(err.Error(), "handed to the hosts that serve") {
+		t.Errorf("the result of a handed-on event on a: %v", err)
+	}
 
 	// An event B serves itself has a backup copy until it is done.
 	id, err := b.iv.InvokeAsync(context.Background(), "echo", []byte(`{"local":true}`), invoker.InvokeOptions{})
