@@ -60,6 +60,8 @@ type asyncQueue struct {
 	results  map[string]*asyncEntry
 	order    []string // IDs, oldest first
 	bytes    int      // payload bytes of the finished results kept
+	// lastPrune is when pruneLocked last looked for expired entries.
+	lastPrune time.Time
 
 	retry    RetryPolicy // zero: one attempt
 	dead     *deadLetterList
@@ -274,9 +276,16 @@ func (q *asyncQueue) result(id string) (*Result, bool, error) {
 
 // pruneLocked forgets finished entries older than the TTL and, beyond the
 // count or the byte cap, the oldest finished ones.
+//
+// The expiry scan runs at most once a second: the table holds up to
+// AsyncMaxResults entries, too many to walk on every call.
 func (q *asyncQueue) pruneLocked() {
 	now := q.now()
 	over := len(q.order) - q.max
+	if over <= 0 && q.bytes <= AsyncMaxResultBytes && now.Sub(q.lastPrune) < time.Second && !now.Before(q.lastPrune) {
+		return
+	}
+	q.lastPrune = now
 	kept := q.order[:0]
 	for _, id := range q.order {
 		e := q.results[id]
