@@ -36,6 +36,20 @@ def lambda_handler(event, context):
 	chainEcho = `def lambda_handler(event, context):
     return {"ok": True}
 `
+	// chainSender sends one event to event["to"], stamped with the
+	// wall clock (the same clock in every process of the machine).
+	chainSender = `import time
+import sockfaas
+
+def lambda_handler(event, context):
+    return {"id": sockfaas.invoke_async(event["to"], {"t0": time.time_ns()})}
+`
+	// chainStamp returns how long its event took to reach it.
+	chainStamp = `import time
+
+def lambda_handler(event, context):
+    return {"lat": time.time_ns() - event["t0"]}
+`
 	// chainStage is one stage of a pipeline: it sends an event to the
 	// next stage, if any, and returns that event's id.
 	chainStage = `import sockfaas
@@ -132,7 +146,9 @@ func (h *chainHost) calls(b *testing.B, callee string, n int) []time.Duration {
 // queue with the same call through the NATS upstream to another host (an
 // embedded nats-server on loopback; both hosts on this machine), timed
 // inside the caller around sockfaas.invoke and interleaved in chunks so
-// that both see the same machine. It then measures the throughput of a
+// that both see the same machine; then the latency of one event from a
+// function to another (invoke_async to the callee's start), locally and
+// through JetStream to the other host. It then measures the throughput of a
 // 3-stage asynchronous pipeline (stage 1 sends an event to stage 2, which
 // sends one to stage 3): all stages on one host without an upstream
 // (local), on one host with SAND's backup copy of every event kept in
@@ -158,6 +174,11 @@ func BenchmarkChain(b *testing.B) {
 		}
 	}
 	bb.deploy(b, "remote-s2", chainStage, "")
+	for _, h := range []*chainHost{a, single} {
+		h.deploy(b, "sender", chainSender, "")
+		h.deploy(b, "stamp", chainStamp, "")
+	}
+	bb.deploy(b, "remote-stamp", chainStamp, "")
 	// Until A's gateway has seen B's heartbeat, and everything is warm.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -190,6 +211,52 @@ func BenchmarkChain(b *testing.B) {
 		local.reportAs(b, "local-")
 		remote.reportAs(b, "nats-")
 		b.ReportMetric(remote.p50()/local.p50(), "nats/local-p50")
+	})
+
+	// One event at a time from a function to another: from the sender's
+	// invoke_async to the callee's handler starting, on the wall clock.
+	b.Run("event", func(b *testing.B) {
+		variants := []struct {
+			name     string
+			from, to *chainHost
+			callee   string
+		}{
+			{"local-", single, single, "stamp"},
+			{"local+backup-", a, a, "stamp"},
+			{"nats-", a, bb, "remote-stamp"},
+		}
+		lat := make([]latencies, len(variants))
+		send := func(v int) {
+			ctx := context.Background()
+			res, err := variants[v].from.iv.Invoke(ctx, "sender", fmt.Appendf(nil, `{"to":%q}`, variants[v].callee), invoker.InvokeOptions{})
+			if err != nil || res.FunctionError {
+				b.Fatalf("sender: %v %v", res, err)
+			}
+			var out struct{ ID string }
+			if err := json.Unmarshal(res.Payload, &out); err != nil {
+				b.Fatal(err)
+			}
+			var got struct{ Lat int64 }
+			if err := json.Unmarshal(waitAsync(b, variants[v].to.iv, out.ID).Payload, &got); err != nil {
+				b.Fatal(err)
+			}
+			lat[v].add(time.Duration(got.Lat))
+		}
+		for v := range variants { // warm
+			send(v)
+		}
+		lat = make([]latencies, len(variants))
+		b.ResetTimer()
+		for range b.N {
+			for v := range variants {
+				send(v)
+			}
+		}
+		b.StopTimer()
+		for v, vr := range variants {
+			lat[v].reportAs(b, vr.name)
+		}
+		b.ReportMetric(lat[2].p50()/lat[0].p50(), "nats/local-p50")
 	})
 
 	pipeline := func(b *testing.B, h *chainHost, stages []string, hostOf func(stage int) *chainHost) {

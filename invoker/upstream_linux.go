@@ -65,13 +65,27 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 		iv.async.handedOn(id, name, "not deployed here")
 		return id, nil
 	}
-	bk, err := up.Backup(ctx, ev)
-	if err != nil {
-		iv.log.Warn().Err(err).Str("func", name).Str("id", id).
-			Msg("no backup copy upstream: the event is lost if this host dies before it ran")
-		bk = nil
+	// The backup is stored while the event already runs (as in SAND, where
+	// the host agent publishes it beside the local queue); the caller
+	// gets its id once both are done, so an accepted event is durable.
+	stored := make(chan struct{})
+	var bk Backup
+	backup := func() {
+		defer close(stored)
+		var err error
+		if bk, err = up.Backup(ctx, ev); err != nil {
+			iv.log.Warn().Err(err).Str("func", name).Str("id", id).
+				Msg("no backup copy upstream: the event is lost if this host dies before it ran")
+			bk = nil
+		}
+	}
+	if iv.single() {
+		backup()
+	} else {
+		go backup()
 	}
 	done := func(err error) {
+		<-stored
 		if bk == nil || errors.Is(err, ErrClosed) {
 			return // unfinished: the copy stays for another host
 		}
@@ -96,6 +110,7 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 		done(nil)
 		return "", fmt.Errorf("invoke %q: %w", name, err)
 	}
+	<-stored
 	return id, nil
 }
 
