@@ -87,6 +87,9 @@ type asyncEntry struct {
 	finished time.Time
 	// waiters learn the final outcome (enqueue's done).
 	waiters []func(error)
+	// handedOn marks an event this host gave to the upstream: not a run,
+	// so the event is not a duplicate if it comes back here.
+	handedOn bool
 }
 
 func newAsyncQueue(invoke invokeFunc, workers, size int, log zerolog.Logger) *asyncQueue {
@@ -148,7 +151,7 @@ func (q *asyncQueue) enqueue(ev Event, timeout time.Duration, localOnly bool, do
 		q.mu.Unlock()
 		return ErrClosed
 	}
-	if e := q.results[ev.ID]; e != nil {
+	if e := q.results[ev.ID]; e != nil && !e.handedOn {
 		finished := e.done
 		if !finished && done != nil {
 			e.waiters = append(e.waiters, done)
@@ -169,8 +172,12 @@ func (q *asyncQueue) enqueue(ev Event, timeout time.Duration, localOnly bool, do
 	if done != nil {
 		e.waiters = []func(error){done}
 	}
+	if q.results[ev.ID] == nil {
+		q.order = append(q.order, ev.ID)
+	}
+	// An event this host handed on and now runs itself replaces the
+	// marker.
 	q.results[ev.ID] = e
-	q.order = append(q.order, ev.ID)
 	q.pruneLocked()
 	q.mu.Unlock()
 	return nil
@@ -184,7 +191,7 @@ func (q *asyncQueue) handedOn(id, name, why string) {
 	if q.results[id] != nil {
 		return
 	}
-	q.results[id] = &asyncEntry{done: true, finished: q.now(),
+	q.results[id] = &asyncEntry{done: true, handedOn: true, finished: q.now(),
 		err: fmt.Errorf("%w: the event was handed to the hosts that serve %q through the upstream (%s); its outcome is kept by the host that runs it", ErrNotFound, name, why)}
 	q.order = append(q.order, id)
 	q.pruneLocked()

@@ -210,6 +210,10 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 	if iv.logs, err = newLogs(filepath.Join(cfg.stateDir, "logs"), DefaultLogMaxBytes, cfg.log); err != nil {
 		return nil, fmt.Errorf("new invoker: %w", err)
 	}
+	undo = append(undo, func() {
+		iv.logs.close()
+		_ = os.RemoveAll(iv.logs.dir)
+	})
 	iv.async = newAsyncQueue(iv.Invoke, cfg.asyncWorkers, cfg.asyncQueue, cfg.log)
 	iv.async.setRetry(local.retry, local.deadLetters)
 	// Last: from here on the upstream may deliver work.

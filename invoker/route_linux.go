@@ -104,10 +104,13 @@ func (iv *Invoker) Invoke(ctx context.Context, name string, payload []byte, o In
 	}
 	release, err := iv.admit(ctx, fn)
 	if err != nil {
-		if errors.Is(err, ErrOverloaded) && iv.passesOn(ctx, nil) {
+		if errors.Is(err, ErrOverloaded) && ctx.Err() == nil && iv.passesOn(ctx, nil) {
 			res, uerr := iv.local.upstream.Offload(ctx, name, payload, tr)
-			if uerr == nil || !errors.Is(uerr, ErrOverloaded) && !errors.Is(uerr, ErrNotFound) {
-				return res, uerr
+			switch {
+			case uerr == nil:
+				return res, nil
+			case !errors.Is(uerr, ErrOverloaded) && !errors.Is(uerr, ErrNotFound) && !errors.Is(uerr, ErrUnavailable):
+				return nil, uerr // it ran elsewhere and failed there
 			}
 		}
 		return nil, fmt.Errorf("invoke %q: %w", name, err)

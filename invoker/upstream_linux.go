@@ -67,7 +67,10 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 	}
 	// The backup is stored while the event already runs (as in SAND, where
 	// the host agent publishes it beside the local queue); the caller
-	// gets its id once both are done, so an accepted event is durable.
+	// gets its id once the upstream has it, so an accepted event outlives
+	// this host, unless storing the copy failed (the upstream is down,
+	// the payload is over its size limit): that is logged, and the event
+	// runs here without one.
 	stored := make(chan struct{})
 	var bk Backup
 	backup := func() {

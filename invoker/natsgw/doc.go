@@ -43,9 +43,16 @@
 // A lost connection is survived: the client reconnects forever and
 // resubscribes; the sync calls in flight when it drops fail at once with
 // invoker.ErrUnavailable (the callee may or may not have run), and calls
-// and events while it is down fail the same way instead of waiting.
-// Events already stored are not lost (with file storage, not even when the
-// NATS server restarts).
+// and events for other hosts while it is down fail the same way instead of
+// waiting. Events a host serves itself still run, without a backup copy
+// (logged). Events already stored are not lost (with file storage, not
+// even when the NATS server restarts); a server that comes back without
+// its store gets the streams and consumers made anew. After a reconnect a
+// host waits HostTTL and a heartbeat before it takes any other host for
+// dead, since every heartbeat lapsed during the outage.
+//
+// Deadlines travel as wall-clock times: the hosts' clocks must agree to
+// well within invoker.CallReserve (NTP does).
 //
 // The hosts trust each other and the NATS server: a host runs what the bus
 // delivers. Secure the NATS server (accounts, TLS) as you would any bus

@@ -222,12 +222,26 @@ type Gateway struct {
 	// subjects
 	callPrefix, hostCallPrefix, eventPrefix, backupPrefix string
 	// reconnected is set by a reconnect: the next heartbeat ensures the
-	// streams exist.
+	// streams exist. connectedAt is when the connection last came up
+	// (Unix nanoseconds).
 	reconnected atomic.Bool
+	connectedAt atomic.Int64
+	// backupsCreated is when the backups stream was created (Unix
+	// nanoseconds): a deletion by sequence number is only right in the
+	// stream the number came from.
+	backupsCreated atomic.Int64
+
+	// inflight are the events delivered to this host and not yet
+	// acknowledged; progress tells the server they are, until Close
+	// (Detach does not stop them running).
+	inflightMu   sync.Mutex
+	inflight     map[jetstream.Msg]struct{}
+	stopProgress chan struct{}
+	progressDone chan struct{}
 
 	// deletes queues the sequence numbers of finished events' backups
 	// for deleteBackups; deleted is closed when it has stopped.
-	deletes   chan uint64
+	deletes   chan backupRef
 	deleted   chan struct{}
 	delMu     sync.Mutex
 	delClosed bool
@@ -282,6 +296,7 @@ func New(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		opts = append(opts,
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { g.disconnected(err) }),
 			nats.ReconnectHandler(func(nc *nats.Conn) {
+				g.connectedAt.Store(time.Now().UnixNano())
 				g.reconnected.Store(true)
 				g.log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
 			}),
@@ -299,14 +314,18 @@ func New(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 			}
 		}()
 	}
+	g.connectedAt.Store(time.Now().UnixNano())
 	if g.js, err = jetstream.New(g.nc); err != nil {
 		return nil, fmt.Errorf("natsgw: %w", err)
 	}
 	if err := g.ensure(ctx); err != nil {
 		return nil, err
 	}
-	g.deletes, g.deleted = make(chan uint64, 4096), make(chan struct{})
+	g.deletes, g.deleted = make(chan backupRef, 4096), make(chan struct{})
 	go g.deleteBackups()
+	g.inflight = map[jetstream.Msg]struct{}{}
+	g.stopProgress, g.progressDone = make(chan struct{}), make(chan struct{})
+	go g.progress()
 	g.log.Info().Str("server", g.nc.ConnectedUrlRedacted()).Str("prefix", p).Msg("NATS gateway ready")
 	return g, nil
 }
@@ -323,6 +342,7 @@ func (g *Gateway) ensure(ctx context.Context) (err error) {
 		Description: "sockfaas: asynchronous invocations waiting for a host that serves their function",
 		Subjects:    []string{g.eventPrefix + "*"},
 		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew, // a full stream refuses, never drops
 		MaxAge:      cfg.Retention,
 		Duplicates:  10 * time.Minute,
 		MaxMsgSize:  maxMsg,
@@ -337,6 +357,7 @@ func (g *Gateway) ensure(ctx context.Context) (err error) {
 		Description: "sockfaas: copies of the asynchronous invocations hosts run themselves, until they are done",
 		Subjects:    []string{g.backupPrefix + "*.*"},
 		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
 		MaxAge:      cfg.Retention,
 		Duplicates:  10 * time.Minute,
 		MaxMsgSize:  maxMsg,
@@ -360,6 +381,7 @@ func (g *Gateway) ensure(ctx context.Context) (err error) {
 	if g.events == nil { // New: the handles name the streams, they stay good
 		g.events, g.backups, g.hosts = events, backups, hosts
 	}
+	g.backupsCreated.Store(backups.CachedInfo().Created.UnixNano())
 	return nil
 }
 
@@ -391,6 +413,8 @@ func (g *Gateway) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("natsgw: wait for backup deletions: %w", ctx.Err()))
 	}
+	close(g.stopProgress)
+	<-g.progressDone
 	if g.nc.IsConnected() {
 		dctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 		if err := g.hosts.Delete(dctx, g.cfg.HostID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -508,6 +532,7 @@ func (g *Gateway) request(ctx context.Context, subject, name string, payload []b
 		g.mu.Unlock()
 	}()
 
+	start := time.Now()
 	reply, err := g.nc.RequestMsgWithContext(cctx, msg)
 	switch {
 	case err == nil:
@@ -516,13 +541,20 @@ func (g *Gateway) request(ctx context.Context, subject, name string, payload []b
 		if to != "" {
 			return nil, fmt.Errorf("invoke %q: %w: host %s does not serve it", name, invoker.ErrNotFound, to)
 		}
+		// The view may be a heartbeat old: read it again.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.PublishTimeout)
+		_, rerr := g.refreshPeers(rctx)
+		cancel()
+		if rerr == nil && g.servedByPeer(name) {
+			return nil, fmt.Errorf("invoke %q: %w: no host answered, though one serves it (reconnecting?)", name, invoker.ErrUnavailable)
+		}
 		return nil, fmt.Errorf("invoke %q: %w: no host serves it", name, invoker.ErrNotFound)
 	case errors.Is(context.Cause(cctx), errConnLost):
 		return nil, fmt.Errorf("invoke %q: %w: %w", name, invoker.ErrUnavailable, errConnLost)
-	case ctx.Err() != nil:
+	case errors.Is(ctx.Err(), context.Canceled):
 		return nil, fmt.Errorf("invoke %q: %w", name, ctx.Err())
 	case cctx.Err() != nil:
-		return nil, fmt.Errorf("invoke %q: %w: no answer from the host serving it by the deadline (%s)", name, invoker.ErrTimeout, time.Until(deadline).Round(time.Millisecond))
+		return nil, fmt.Errorf("invoke %q: %w: no answer from the host serving it within %v", name, invoker.ErrTimeout, time.Since(start).Round(time.Millisecond))
 	case errors.Is(err, nats.ErrMaxPayload):
 		return nil, fmt.Errorf("invoke %q: %w: %w", name, invoker.ErrTooLarge, err)
 	}
@@ -558,23 +590,26 @@ func (g *Gateway) InvokeAsync(ctx context.Context, ev invoker.Event) error {
 // served reports whether some live host serves name, asking the bucket
 // again when the last heartbeat's view says none does.
 func (g *Gateway) served(ctx context.Context, name string) bool {
-	has := func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		for _, p := range g.peers {
-			if slices.Contains(p.Functions, name) {
-				return true
-			}
-		}
-		return false
-	}
-	if has() {
+	if g.servedByPeer(name) {
 		return true
 	}
 	if _, err := g.refreshPeers(ctx); err != nil {
 		g.log.Debug().Err(err).Msg("read the live hosts")
 	}
-	return has()
+	return g.servedByPeer(name)
+}
+
+// servedByPeer reports whether the last heartbeat's view has a host that
+// serves name.
+func (g *Gateway) servedByPeer(name string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.peers {
+		if slices.Contains(p.Functions, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // publish stores msg in its stream, within PublishTimeout.
@@ -596,6 +631,9 @@ func (g *Gateway) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck
 // saying it is alive first, another host moves the copy to the events
 // stream, where a host that serves the function takes it.
 func (g *Gateway) Backup(ctx context.Context, ev invoker.Event) (invoker.Backup, error) {
+	if err := invoker.ValidateName(ev.Function); err != nil {
+		return nil, err
+	}
 	if err := g.checkSize(ev.Function, ev.Payload); err != nil {
 		return nil, err
 	}
@@ -610,13 +648,20 @@ func (g *Gateway) Backup(ctx context.Context, ev invoker.Event) (invoker.Backup,
 	if err != nil {
 		return nil, fmt.Errorf("back up an event of %q: %w", ev.Function, err)
 	}
-	return &backup{g: g, seq: ack.Sequence}, nil
+	return &backup{g: g, ref: backupRef{seq: ack.Sequence, created: g.backupsCreated.Load()}}, nil
 }
 
 // backup is a copy in the backups stream.
 type backup struct {
 	g   *Gateway
-	seq uint64
+	ref backupRef
+}
+
+// backupRef names a copy: its sequence number in the incarnation of the
+// backups stream created then.
+type backupRef struct {
+	seq     uint64
+	created int64
 }
 
 // Done implements invoker.Backup: the copy is deleted in the background,
@@ -629,30 +674,53 @@ func (b *backup) Done(ctx context.Context) error {
 	g.delMu.Lock()
 	if !g.delClosed {
 		select {
-		case g.deletes <- b.seq:
+		case g.deletes <- b.ref:
 			g.delMu.Unlock()
 			return nil
 		default: // a backlog: delete it here
 		}
 	}
 	g.delMu.Unlock()
-	return g.deleteBackup(ctx, b.seq)
+	return g.deleteBackup(ctx, b.ref)
 }
 
-func (g *Gateway) deleteBackup(ctx context.Context, seq uint64) error {
-	err := g.backups.DeleteMsg(ctx, seq)
+func (g *Gateway) deleteBackup(ctx context.Context, ref backupRef) error {
+	if ref.created != g.backupsCreated.Load() {
+		return nil // the stream was made anew: the copy went with the old one
+	}
+	err := g.backups.DeleteMsg(ctx, ref.seq)
 	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("natsgw: delete backup %d: %w", seq, err)
+		return fmt.Errorf("natsgw: delete backup %d: %w", ref.seq, err)
 	}
 	return nil
+}
+
+// progress tells the server, every third of AckWait, that the events
+// delivered to this host are still being worked on, until Close.
+func (g *Gateway) progress() {
+	defer close(g.progressDone)
+	t := time.NewTicker(g.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stopProgress:
+			return
+		case <-t.C:
+			g.inflightMu.Lock()
+			for m := range g.inflight {
+				_ = m.InProgress()
+			}
+			g.inflightMu.Unlock()
+		}
+	}
 }
 
 // deleteBackups deletes the backups Done queued, until Close.
 func (g *Gateway) deleteBackups() {
 	defer close(g.deleted)
-	for seq := range g.deletes {
+	for ref := range g.deletes {
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.PublishTimeout)
-		if err := g.deleteBackup(ctx, seq); err != nil {
+		if err := g.deleteBackup(ctx, ref); err != nil {
 			g.log.Warn().Err(err).Msg("a finished event's backup copy stays: another host may run the event again")
 		}
 		cancel()

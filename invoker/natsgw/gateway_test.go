@@ -496,3 +496,105 @@ func TestServerRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreLost: the NATS server comes back without its store (memory
+// storage, a new machine): the hosts recreate the streams and their
+// consumers, and events flow again.
+func TestStoreLost(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0", t.TempDir())
+	url := srv.URL()
+	listen := strings.TrimPrefix(url, "nats://")
+	ctx := context.Background()
+	a := newGateway(t, testConfig(t, url, "a"))
+	b := newGateway(t, testConfig(t, url, "b"))
+	hb := newFakeHost(map[string]func([]byte, *invoker.Trace) (*invoker.Result, error){"echo": echo})
+	attach(t, a, newFakeHost(nil))
+	attach(t, b, hb)
+	if err := a.InvokeAsync(ctx, invoker.Event{ID: "before", Function: "echo", Payload: []byte(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	<-hb.events
+	srv.Shutdown()
+	srv2 := startServer(t, listen, t.TempDir()) // a fresh, empty store
+	waitFor(t, 10*time.Second, "reconnect", func() bool { return a.nc.IsConnected() && b.nc.IsConnected() })
+	waitFor(t, 20*time.Second, "events to be taken again", func() bool {
+		return a.InvokeAsync(ctx, invoker.Event{ID: "after", Function: "echo", Payload: []byte(`2`)}) == nil
+	})
+	select {
+	case ev := <-hb.events:
+		if ev.ID != "after" {
+			t.Errorf("delivered %+v", ev)
+		}
+	case <-time.After(15 * time.Second):
+		info, _ := a.events.Info(ctx)
+		t.Fatalf("an event accepted after the store was lost was never delivered; the stream holds %d", info.State.Msgs)
+	}
+	for _, g := range []*Gateway{a, b} {
+		if err := g.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	srv2.Shutdown()
+}
+
+// TestDetachKeepsProgress: an event still running when the host detaches
+// (the invoker's Close waits for it) is kept in progress: no other host
+// gets it meanwhile.
+func TestDetachKeepsProgress(t *testing.T) {
+	srv := startServer(t, "", "")
+	ctx := context.Background()
+	ca := testConfig(t, srv.URL(), "a")
+	ca.AckWait = time.Second
+	a := newGateway(t, ca)
+	ha := newFakeHost(map[string]func([]byte, *invoker.Trace) (*invoker.Result, error){"work": echo})
+	ha.hold = make(chan func(error), 1)
+	attach(t, a, ha)
+	if err := a.InvokeAsync(ctx, invoker.Event{ID: "e1", Function: "work"}); err != nil {
+		t.Fatal(err)
+	}
+	done := <-ha.hold
+	b := newGateway(t, testConfig(t, srv.URL(), "b"))
+	hb := newFakeHost(map[string]func([]byte, *invoker.Trace) (*invoker.Result, error){"work": echo})
+	attach(t, b, hb)
+	if err := a.Detach(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-hb.events:
+		t.Errorf("b got %s while a still runs it", ev.ID)
+	case <-time.After(3 * time.Second): // three AckWaits
+	}
+	done(nil)
+}
+
+// TestManyFunctionsFewSlots: a host serving more functions than it has
+// event slots still takes each function's events within about a second.
+func TestManyFunctionsFewSlots(t *testing.T) {
+	srv := startServer(t, "", "")
+	ctx := context.Background()
+	fns := map[string]func([]byte, *invoker.Trace) (*invoker.Result, error){}
+	for i := range 8 {
+		fns[fmt.Sprintf("f%d", i)] = echo
+	}
+	cfg := testConfig(t, srv.URL(), "b")
+	cfg.MaxEvents = 4
+	b := newGateway(t, cfg)
+	hb := newFakeHost(fns)
+	attach(t, b, hb)
+	a := newGateway(t, testConfig(t, srv.URL(), "a"))
+	attach(t, a, newFakeHost(nil))
+	for i := range 8 {
+		start := time.Now()
+		if err := a.InvokeAsync(ctx, invoker.Event{ID: fmt.Sprint("e", i), Function: fmt.Sprintf("f%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-hb.events:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("f%d's event not taken within 5s", i)
+		}
+		if d := time.Since(start); d > 2500*time.Millisecond {
+			t.Errorf("f%d's event waited %v", i, d)
+		}
+	}
+}

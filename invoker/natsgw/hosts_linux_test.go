@@ -318,6 +318,30 @@ func TestOffload(t *testing.T) {
 	}
 }
 
+// TestHandedOnComesBack: a host whose async queue is full hands events to
+// the events stream; serving the function itself, it may take them back
+// later, and then runs them (they are not duplicates of a run).
+func TestHandedOnComesBack(t *testing.T) {
+	srv := startServer(t, "", "")
+	a := newHost(t, srv.URL(), "a", invoker.WithAsync(1, 1))
+	deployCode(t, a.iv, "sleepy", sleepyCode, "")
+	ctx := context.Background()
+	var ids []string
+	for i := range 4 {
+		id, err := a.iv.InvokeAsync(ctx, "sleepy", fmt.Appendf(nil, `{"sec": 0.2, "i": %d}`, i), invoker.InvokeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		waitFor(t, 20*time.Second, "event "+id+" to run", func() bool {
+			res, done, err := a.iv.AsyncResult(id)
+			return done && err == nil && string(res.Payload) == `"woke"`
+		})
+	}
+}
+
 // The helper process of TestHostKilled: host A, which takes events and
 // dies (SIGKILL) while running them.
 const helperEnv = "SOCKFAAS_NATSGW_TEST_HOST"

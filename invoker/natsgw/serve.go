@@ -31,10 +31,10 @@ type serving struct {
 	syncMu sync.Mutex         // one sync at a time
 
 	mu        sync.Mutex
+	stopping  bool // set by stop: no new call is served
 	functions map[string]*function
-	inflight  map[string]jetstream.Msg // delivered events not yet acknowledged, by id
-	slots     chan struct{}            // events this host may take more
-	takeovers map[string]bool          // dead hosts whose backups are being moved
+	slots     chan struct{}   // events this host may take more
+	takeovers map[string]bool // dead hosts whose backups are being moved
 }
 
 // function is what this host runs for one function it serves.
@@ -62,8 +62,8 @@ func (g *Gateway) Attach(ctx context.Context, h invoker.Host) error {
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &serving{
 		h: h, ctx: sctx, cancel: cancel, started: time.Now(),
-		functions: map[string]*function{}, inflight: map[string]jetstream.Msg{},
-		slots: make(chan struct{}, g.cfg.MaxEvents), takeovers: map[string]bool{},
+		functions: map[string]*function{},
+		slots:     make(chan struct{}, g.cfg.MaxEvents), takeovers: map[string]bool{},
 	}
 	g.serving = s
 	g.mu.Unlock()
@@ -80,14 +80,16 @@ func (g *Gateway) Attach(ctx context.Context, h invoker.Host) error {
 		g.abortAttach(s)
 		return fmt.Errorf("natsgw: join: %w", err)
 	}
-	var err error
-	s.direct, err = g.nc.Subscribe(g.hostCallPrefix+"*", func(m *nats.Msg) {
+	direct, err := g.nc.Subscribe(g.hostCallPrefix+"*", func(m *nats.Msg) {
 		g.serveCall(s, strings.TrimPrefix(m.Subject, g.hostCallPrefix), m)
 	})
 	if err != nil {
 		g.abortAttach(s)
 		return fmt.Errorf("natsgw: subscribe: %w", err)
 	}
+	s.mu.Lock()
+	s.direct = direct
+	s.mu.Unlock()
 	if err := g.sync(ctx, s); err != nil {
 		g.abortAttach(s)
 		return err
@@ -145,8 +147,12 @@ func (g *Gateway) Detach(ctx context.Context) error {
 func (g *Gateway) stop(ctx context.Context, s *serving) error {
 	s.cancel()
 	var errs []error
-	if s.direct != nil {
-		if err := s.direct.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	s.mu.Lock()
+	s.stopping = true
+	direct := s.direct
+	s.mu.Unlock()
+	if direct != nil {
+		if err := direct.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, err)
 		}
 	}
@@ -173,24 +179,15 @@ func (g *Gateway) stop(ctx context.Context, s *serving) error {
 	return errors.Join(errs...)
 }
 
-// loop keeps the host's presence, subscriptions and takeovers current,
-// and tells the server the events in flight are progressing.
+// loop keeps the host's presence, subscriptions and takeovers current.
 func (g *Gateway) loop(s *serving) {
 	defer s.wg.Done()
 	beat := time.NewTicker(g.cfg.Heartbeat)
 	defer beat.Stop()
-	progress := time.NewTicker(g.cfg.AckWait / 3)
-	defer progress.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-progress.C:
-			s.mu.Lock()
-			for _, m := range s.inflight {
-				_ = m.InProgress()
-			}
-			s.mu.Unlock()
 		case <-beat.C:
 			ctx, cancel := context.WithTimeout(s.ctx, g.cfg.HostTTL)
 			g.beat(ctx, s)
@@ -212,8 +209,13 @@ func (g *Gateway) beat(ctx context.Context, s *serving) {
 	err := g.heartbeat(ctx, s)
 	if g.reconnected.Swap(false) || err != nil {
 		// A server that restarted without its store, or an operator,
-		// may have removed what the hosts share.
-		if eerr := g.ensure(ctx); eerr == nil && err != nil {
+		// may have removed what the hosts share: the fetch loops
+		// recreate their consumers when they find them gone.
+		ectx, cancel := context.WithTimeout(s.ctx, g.cfg.PublishTimeout)
+		eerr := g.ensure(ectx)
+		cancel()
+		warn(eerr, "recreate the streams and bucket the hosts share")
+		if eerr == nil && err != nil {
 			err = g.heartbeat(ctx, s)
 		}
 	}
@@ -326,18 +328,9 @@ func (g *Gateway) sync(ctx context.Context, s *serving) error {
 
 // serve joins name's call queue group and starts taking its events.
 func (g *Gateway) serve(ctx context.Context, s *serving, name string) error {
-	cons, err := g.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:           name,
-		Description:       "sockfaas: the hosts that serve " + name,
-		FilterSubject:     g.eventPrefix + name,
-		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           g.cfg.AckWait,
-		MaxDeliver:        g.cfg.MaxDeliver,
-		MaxAckPending:     -1,
-		InactiveThreshold: g.cfg.Retention,
-	})
+	cons, err := g.consumer(ctx, name)
 	if err != nil {
-		return fmt.Errorf("event consumer: %w", err)
+		return err
 	}
 	sub, err := g.nc.QueueSubscribe(g.callPrefix+name, g.callPrefix+name, func(m *nats.Msg) { g.serveCall(s, name, m) })
 	if err != nil {
@@ -358,6 +351,25 @@ func (g *Gateway) serve(ctx context.Context, s *serving, name string) error {
 	return nil
 }
 
+// consumer creates (or finds, or updates) name's durable event consumer,
+// the one the hosts that serve name share.
+func (g *Gateway) consumer(ctx context.Context, name string) (jetstream.Consumer, error) {
+	cons, err := g.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:           name,
+		Description:       "sockfaas: the hosts that serve " + name,
+		FilterSubject:     g.eventPrefix + name,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           g.cfg.AckWait,
+		MaxDeliver:        g.cfg.MaxDeliver,
+		MaxAckPending:     -1,
+		InactiveThreshold: g.cfg.Retention,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event consumer of %q: %w", name, err)
+	}
+	return cons, nil
+}
+
 // unserve leaves name's queue group and stops taking its events.
 func (g *Gateway) unserve(s *serving, f *function) error {
 	s.mu.Lock()
@@ -375,7 +387,19 @@ func (g *Gateway) unserve(s *serving, f *function) error {
 // serveCall answers one call, in a goroutine of its own: a subscription
 // hands messages over one at a time.
 func (g *Gateway) serveCall(s *serving, name string, m *nats.Msg) {
+	s.mu.Lock()
+	if s.stopping { // a message the client still hands over after stop
+		s.mu.Unlock()
+		reply := nats.NewMsg(m.Reply)
+		reply.Header.Set(hdrHost, g.cfg.HostID)
+		putError(reply, fmt.Errorf("%w: host %s is stopping", invoker.ErrUnavailable, g.cfg.HostID))
+		if m.Reply != "" {
+			_ = m.RespondMsg(reply)
+		}
+		return
+	}
 	s.calls.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.calls.Done()
 		reply := nats.NewMsg(m.Reply)
@@ -412,23 +436,27 @@ func (g *Gateway) runCall(s *serving, name string, m *nats.Msg) (*invoker.Result
 }
 
 // fetchEvents takes name's events while there is room for them, and hands
-// each to the invoker; it is acknowledged when its outcome is final.
+// each to the invoker; it is acknowledged when its outcome is final. An
+// idle loop holds one slot and asks again every second, so that a host
+// serving many functions does not tie up its slots in idle pulls.
 func (g *Gateway) fetchEvents(ctx context.Context, s *serving, name string, cons jetstream.Consumer) {
-	wait := 5 * time.Second
+	const busyWait, idleWait = 5 * time.Second, time.Second
+	idle := true // until a fetch brings something
 	for ctx.Err() == nil {
 		// Take one slot before asking, so nothing is fetched that cannot
-		// run; then as many more as are free, up to a batch.
+		// run; when busy, as many more as are free, up to a batch.
 		select {
 		case s.slots <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
-		n := 1
+		n, wait := 1, idleWait
 	more:
-		for n < 16 {
+		for !idle && n < 16 {
 			select {
 			case s.slots <- struct{}{}:
 				n++
+				wait = busyWait
 			default:
 				break more
 			}
@@ -438,13 +466,10 @@ func (g *Gateway) fetchEvents(ctx context.Context, s *serving, name string, cons
 		if err != nil {
 			cancel()
 			g.releaseSlots(s, n)
-			if ctx.Err() == nil {
-				g.log.Debug().Err(err).Str("func", name).Msg("fetch events")
-				sleep(ctx, 250*time.Millisecond)
-			}
+			cons = g.refetch(ctx, name, cons, err)
 			continue
 		}
-		got := 0
+		got, overloaded := 0, false
 		for m := range batch.Messages() {
 			got++
 			if ctx.Err() != nil {
@@ -452,34 +477,66 @@ func (g *Gateway) fetchEvents(ctx context.Context, s *serving, name string, cons
 				g.releaseSlots(s, 1)
 				continue
 			}
-			g.deliver(s, name, m)
+			if g.deliver(s, name, m) {
+				overloaded = true
+			}
 		}
 		cancel()
 		g.releaseSlots(s, n-got)
+		idle = got == 0
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			g.log.Debug().Err(err).Str("func", name).Msg("fetch events")
-			sleep(ctx, 250*time.Millisecond)
+			cons = g.refetch(ctx, name, cons, err)
+		}
+		if overloaded {
+			// The local queue is full (of this host's own events): leave
+			// the next events to hosts with room for a while.
+			sleep(ctx, time.Second)
 		}
 	}
 }
 
+// refetch is what a fetch loop does after a failed fetch: wait a little,
+// and make sure the consumer exists (a NATS server that lost its store,
+// or an operator, may have removed it).
+func (g *Gateway) refetch(ctx context.Context, name string, cons jetstream.Consumer, err error) jetstream.Consumer {
+	if ctx.Err() != nil {
+		return cons
+	}
+	g.log.Debug().Err(err).Str("func", name).Msg("fetch events")
+	sleep(ctx, 250*time.Millisecond)
+	if !g.nc.IsConnected() {
+		return cons
+	}
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
+	defer cancel()
+	fresh, cerr := g.consumer(cctx, name)
+	if cerr != nil {
+		if ctx.Err() == nil {
+			g.log.Warn().Err(cerr).Str("func", name).Msg("events cannot be taken")
+		}
+		return cons
+	}
+	return fresh
+}
+
 // deliver hands one delivered event to the invoker; it holds one slot,
-// given back when the event is acknowledged or handed back.
-func (g *Gateway) deliver(s *serving, name string, m jetstream.Msg) {
+// given back when the event is acknowledged or handed back. It reports
+// whether the invoker had no room for it.
+func (g *Gateway) deliver(s *serving, name string, m jetstream.Msg) (overloaded bool) {
 	ev, err := getEvent(name, m.Headers(), m.Data())
 	if err != nil {
 		g.log.Warn().Err(err).Str("func", name).Msg("dropping a malformed event")
 		_ = m.TermWithReason(err.Error())
 		g.releaseSlots(s, 1)
-		return
+		return false
 	}
-	s.mu.Lock()
-	s.inflight[ev.ID] = m
-	s.mu.Unlock()
+	g.inflightMu.Lock()
+	g.inflight[m] = struct{}{}
+	g.inflightMu.Unlock()
 	finish := func(ack func() error) {
-		s.mu.Lock()
-		delete(s.inflight, ev.ID)
-		s.mu.Unlock()
+		g.inflightMu.Lock()
+		delete(g.inflight, m)
+		g.inflightMu.Unlock()
 		if err := ack(); err != nil {
 			g.log.Warn().Err(err).Str("func", name).Str("id", ev.ID).Msg("acknowledge an event")
 		}
@@ -494,7 +551,10 @@ func (g *Gateway) deliver(s *serving, name string, m jetstream.Msg) {
 	})
 	switch {
 	case err == nil:
-	case errors.Is(err, invoker.ErrOverloaded), errors.Is(err, invoker.ErrClosed):
+	case errors.Is(err, invoker.ErrOverloaded):
+		finish(func() error { return m.NakWithDelay(time.Second) })
+		return true
+	case errors.Is(err, invoker.ErrClosed):
 		finish(func() error { return m.NakWithDelay(time.Second) })
 	case errors.Is(err, invoker.ErrNotFound):
 		// Removed here meanwhile: another host may serve it.
@@ -503,6 +563,7 @@ func (g *Gateway) deliver(s *serving, name string, m jetstream.Msg) {
 		g.log.Warn().Err(err).Str("func", name).Str("id", ev.ID).Msg("dropping an event no host can run")
 		finish(func() error { return m.TermWithReason(err.Error()) })
 	}
+	return false
 }
 
 func (g *Gateway) releaseSlots(s *serving, n int) {
@@ -514,6 +575,11 @@ func (g *Gateway) releaseSlots(s *serving, n int) {
 // takeOver moves the backups of hosts that are no longer alive to the
 // events stream, where the hosts that serve their functions take them.
 func (g *Gateway) takeOver(ctx context.Context, s *serving) error {
+	// After an outage every host's heartbeat has lapsed: wait until the
+	// others have had the time to beat again before taking any for dead.
+	if since := time.Since(time.Unix(0, g.connectedAt.Load())); since < g.cfg.HostTTL+g.cfg.Heartbeat {
+		return nil
+	}
 	info, err := g.backups.Info(ctx, jetstream.WithSubjectFilter(g.backupPrefix+">"))
 	if err != nil {
 		return err
@@ -544,8 +610,9 @@ func (g *Gateway) takeOver(ctx context.Context, s *serving) error {
 				delete(s.takeovers, host)
 				s.mu.Unlock()
 			}()
-			// It may have joined after the list of live hosts was read.
-			if _, err := g.hosts.Get(s.ctx, host); err == nil {
+			// It may have joined after the list of live hosts was read;
+			// and a failed lookup proves nothing.
+			if _, err := g.hosts.Get(s.ctx, host); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
 				return
 			}
 			if err := g.moveBackups(s.ctx, host); err != nil && s.ctx.Err() == nil {
@@ -573,8 +640,10 @@ func (g *Gateway) moveBackups(ctx context.Context, host string) error {
 		seq = raw.Sequence + 1
 		fn := raw.Subject[strings.LastIndexByte(raw.Subject, '.')+1:]
 		msg := nats.NewMsg(g.eventPrefix + fn)
-		for k, v := range raw.Header {
-			msg.Header[k] = v
+		for k, v := range raw.Header { // the event's, not the stream's
+			if strings.HasPrefix(k, "Sockfaas-") || k == nats.MsgIdHdr {
+				msg.Header[k] = v
+			}
 		}
 		msg.Header.Set(hdrTakenFrom, host)
 		msg.Data = raw.Data

@@ -135,7 +135,13 @@ func getResult(reply *nats.Msg) (*invoker.Result, error) {
 		if host := h.Get(hdrHost); host != "" {
 			msg = fmt.Sprintf("host %s: %s", host, msg)
 		}
-		return nil, invoker.ErrorFromKind(h.Get(hdrErrorKind), msg)
+		kind := h.Get(hdrErrorKind)
+		if kind == "Closed" {
+			// The other host is stopping: unavailable to this one, which
+			// itself is not closing.
+			kind = "Unavailable"
+		}
+		return nil, invoker.ErrorFromKind(kind, msg)
 	default:
 		return nil, fmt.Errorf("%w: a reply without a status (%q) from %q", invoker.ErrUnavailable, st, h.Get(hdrHost))
 	}
