@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 )
@@ -25,8 +26,29 @@ const (
 // clientFlags are the flags of every command that talks to a running
 // `sockfaas run` over its HTTP API.
 type clientFlags struct {
-	Endpoint string `help:"URL of the running 'sockfaas run'." default:"${endpoint}" env:"SOCKFAAS_ENDPOINT"`
-	Token    string `help:"Bearer token of the invoker's API, if it has one." env:"SOCKFAAS_TOKEN"`
+	Endpoint  string `help:"URL of the running 'sockfaas run'." default:"${endpoint}" env:"SOCKFAAS_ENDPOINT"`
+	Token     string `help:"Bearer token of the invoker's API, if it has one (ps shows it: prefer --token-file or SOCKFAAS_TOKEN)." env:"SOCKFAAS_TOKEN"`
+	TokenFile string `help:"File holding the bearer token (its first line)." env:"SOCKFAAS_TOKEN_FILE" type:"path" placeholder:"FILE"`
+}
+
+// readToken is the token given by flag, or else read from file: its first
+// line, trimmed. Both is an error.
+func readToken(token, file, flag string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	if token != "" {
+		return "", fmt.Errorf("--%s and --%s-file both given: pick one", flag, flag)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s-file: %w", flag, err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	if token = strings.TrimSpace(line); token == "" {
+		return "", fmt.Errorf("--%s-file %s: empty", flag, file)
+	}
+	return token, nil
 }
 
 // apiClient calls the invoker's native HTTP API.
@@ -51,7 +73,11 @@ func (f clientFlags) client() (*apiClient, error) {
 	// Redirects are not followed: the token must go only where the user
 	// pointed the CLI.
 	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	return &apiClient{base: u, token: f.Token, http: hc}, nil
+	token, err := readToken(f.Token, f.TokenFile, "token")
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{base: u, token: token, http: hc}, nil
 }
 
 // apiError is an error response of the API: its status and the message of

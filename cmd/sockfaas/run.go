@@ -29,7 +29,8 @@ import (
 // foreground, until SIGINT or SIGTERM, after which nothing it made is left.
 type runCmd struct {
 	Listen       string        `help:"Address of the HTTP API; a non-loopback address needs --token." default:"${listen}" env:"SOCKFAAS_LISTEN"`
-	Token        string        `help:"Bearer token the API requires (Authorization: Bearer TOKEN)." env:"SOCKFAAS_TOKEN"`
+	Token        string        `help:"Bearer token the API requires (Authorization: Bearer TOKEN); ps shows it: prefer --token-file or SOCKFAAS_TOKEN." env:"SOCKFAAS_TOKEN"`
+	TokenFile    string        `help:"File holding the bearer token (its first line)." env:"SOCKFAAS_TOKEN_FILE" type:"path" placeholder:"FILE"`
 	Examples     bool          `help:"Deploy the example functions (hello, numpy, aws-echo) built into this binary."`
 	Deploy       []string      `help:"Deploy the function in DIR (named after it, or NAME=DIR) on start. Repeatable." placeholder:"[NAME=]DIR" sep:"none"`
 	Zygote       []string      `help:"Warm a zygote with these packages imported on start, e.g. numpy or numpy,pandas. Repeatable." placeholder:"PKG[,PKG...]" sep:"none"`
@@ -157,6 +158,11 @@ func (c *runCmd) options(g *globals, log zerolog.Logger) ([]invoker.Option, erro
 }
 
 func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr error) {
+	token, err := readToken(c.Token, c.TokenFile, "token")
+	if err != nil {
+		return err
+	}
+	c.Token = token
 	if err := checkListen(c.Listen, c.Token); err != nil {
 		return err
 	}

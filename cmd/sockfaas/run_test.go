@@ -266,12 +266,20 @@ func TestRunTokenAndDrain(t *testing.T) {
 	c := newCLI(t)
 	code := t.TempDir()
 	writeFile(t, filepath.Join(code, "f.py"), "import time\n\ndef f(event):\n    time.sleep(event.get('sleep', 0))\n    return 'slept'\n")
-	s := c.startServer("--token", "s3cret", "--deploy", "sleepy="+code)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tokenFile, "s3cret\n")
+	s := c.startServer("--token-file", tokenFile, "--deploy", "sleepy="+code)
 	if _, errs, rc := c.client(s, "ls"); rc == 0 || !strings.Contains(errs, "token") {
 		t.Fatalf("ls without the token: code %d, stderr %q", rc, errs)
 	}
 	if out, errs, rc := c.client(s, "ls", "--token", "s3cret"); rc != 0 || !strings.Contains(out, "sleepy") {
 		t.Fatalf("ls with the token: code %d, stdout %q, stderr %q", rc, out, errs)
+	}
+	if out, errs, rc := c.client(s, "ls", "--token-file", tokenFile); rc != 0 || !strings.Contains(out, "sleepy") {
+		t.Fatalf("ls with the token file: code %d, stdout %q, stderr %q", rc, out, errs)
+	}
+	if _, errs, rc := c.client(s, "ls", "--token", "x", "--token-file", tokenFile); rc == 0 || !strings.Contains(errs, "pick one") {
+		t.Fatalf("ls with both: code %d, stderr %q", rc, errs)
 	}
 	// A call in flight when SIGTERM comes still gets its answer.
 	inflight := c.command("invoke", "sleepy", "--data", `{"sleep": 1.5}`, "--endpoint", s.endpoint, "--token", "s3cret")
