@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,6 +104,9 @@ func (s dirSource) stage(ctx context.Context, dst *os.Root, lim limits) error {
 			return err
 		}
 		if err := t.entry(); err != nil {
+			return err
+		}
+		if err := plainName(rel); err != nil {
 			return err
 		}
 		info, err := d.Info()
@@ -390,6 +395,20 @@ func archiveError(err error) error {
 	return fmt.Errorf("%w: malformed archive: %w", ErrInvalid, err)
 }
 
+// plainName refuses a file name that is not valid UTF-8 or holds control
+// characters: such names end up in logs, listings and terminals.
+func plainName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%w: file name %q is not valid UTF-8", ErrInvalid, name)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: file name %q has a control character", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
 // entryName checks an archive entry's name and returns it cleaned, "" for
 // the root.
 func entryName(name string) (string, error) {
@@ -400,6 +419,9 @@ func entryName(name string) (string, error) {
 		return "", fmt.Errorf("%w: archive entry %q has an absolute name", ErrInvalid, name)
 	case strings.IndexByte(name, 0) >= 0:
 		return "", fmt.Errorf("%w: archive entry %q has a NUL byte in its name", ErrInvalid, name)
+	}
+	if err := plainName(name); err != nil {
+		return "", err
 	}
 	for part := range strings.SplitSeq(name, "/") {
 		if part == ".." {
