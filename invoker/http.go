@@ -44,16 +44,30 @@ const (
 type HTTPOption func(*httpConfig)
 
 type httpConfig struct {
-	token     string
-	log       zerolog.Logger
-	maxUpload int64
-	reg       prometheus.Registerer
+	token        string
+	log          zerolog.Logger
+	maxUpload    int64
+	reg          prometheus.Registerer
+	writeTimeout time.Duration
 }
 
 // WithToken requires "Authorization: Bearer <token>" on every request but
 // GET /healthz; "" (the default) requires nothing, which suits a listener
 // on the loopback interface only.
 func WithToken(token string) HTTPOption { return func(c *httpConfig) { c.token = token } }
+
+// WithWriteTimeout bounds the writing of each response once it starts
+// (default DefaultWriteTimeout; d <= 0 keeps it): a client that stops
+// reading a large result does not hold its connection and the result's
+// memory for ever. The invocation itself is bounded by the function's
+// timeout.
+func WithWriteTimeout(d time.Duration) HTTPOption {
+	return func(c *httpConfig) {
+		if d > 0 {
+			c.writeTimeout = d
+		}
+	}
+}
 
 // WithHTTPLogger injects the logger: one debug event per request, server
 // errors at error level. The default discards.
@@ -87,11 +101,11 @@ func WithRegisterer(reg prometheus.Registerer) HTTPOption {
 // use, and it never reads more of a request body than its limit and one
 // byte.
 func NewHandler(svc Service, opts ...HTTPOption) http.Handler {
-	cfg := httpConfig{log: zerolog.Nop(), maxUpload: DefaultMaxUpload}
+	cfg := httpConfig{log: zerolog.Nop(), maxUpload: DefaultMaxUpload, writeTimeout: DefaultWriteTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h := &httpHandler{svc: svc, log: cfg.log, maxUpload: cfg.maxUpload, mux: http.NewServeMux()}
+	h := &httpHandler{svc: svc, log: cfg.log, maxUpload: cfg.maxUpload, writeTimeout: cfg.writeTimeout, mux: http.NewServeMux()}
 	if cfg.token != "" {
 		sum := sha256.Sum256([]byte(cfg.token))
 		h.tokenSum = sum[:]
@@ -151,12 +165,13 @@ func dialectOf(path string) dialect {
 }
 
 type httpHandler struct {
-	svc       Service
-	log       zerolog.Logger
-	tokenSum  []byte // SHA-256 of the token; nil: no authentication
-	maxUpload int64
-	metrics   *httpMetrics
-	mux       *http.ServeMux
+	svc          Service
+	log          zerolog.Logger
+	tokenSum     []byte // SHA-256 of the token; nil: no authentication
+	maxUpload    int64
+	writeTimeout time.Duration
+	metrics      *httpMetrics
+	mux          *http.ServeMux
 }
 
 var _ http.Handler = (*httpHandler)(nil)
@@ -165,7 +180,7 @@ var _ http.Handler = (*httpHandler)(nil)
 // including those no route matches.
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &httpRecorder{ResponseWriter: w, reqID: newHTTPRequestID()}
+	rec := &httpRecorder{ResponseWriter: w, writeTimeout: h.writeTimeout, reqID: newHTTPRequestID()}
 	if !h.authorized(r) {
 		rec.route = "unauthorized"
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sockfaas"`)
@@ -220,7 +235,7 @@ func (h *httpHandler) handle(pattern string, d dialect, fn func(w *httpRecorder,
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rec, ok := w.(*httpRecorder)
 		if !ok { // only ServeHTTP calls the mux, but stay total
-			rec = &httpRecorder{ResponseWriter: w, reqID: newHTTPRequestID()}
+			rec = &httpRecorder{ResponseWriter: w, writeTimeout: h.writeTimeout, reqID: newHTTPRequestID()}
 		}
 		rec.route = pattern
 		rec.fn = r.PathValue("name")
@@ -486,15 +501,17 @@ func validRequestID(id string) bool {
 // status, and the route and function the mux found.
 type httpRecorder struct {
 	http.ResponseWriter
-	status int
-	route  string
-	fn     string
-	reqID  string
+	writeTimeout time.Duration
+	status       int
+	route        string
+	fn           string
+	reqID        string
 }
 
 func (w *httpRecorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		w.startWriting()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -502,8 +519,21 @@ func (w *httpRecorder) WriteHeader(code int) {
 func (w *httpRecorder) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.startWriting()
 	}
 	return w.ResponseWriter.Write(p)
+}
+
+// DefaultWriteTimeout is WithWriteTimeout's default: a 6 MiB result at
+// 100 KiB/s takes a minute.
+const DefaultWriteTimeout = 2 * time.Minute
+
+// startWriting sets the write deadline for the response about to be
+// written; writers that cannot take one (tests' recorders) are left be.
+func (w *httpRecorder) startWriting() {
+	if w.writeTimeout > 0 {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	}
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer.

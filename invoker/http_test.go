@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -1168,5 +1169,38 @@ func BenchmarkHTTPInvoke(b *testing.B) {
 		if res.StatusCode != 200 {
 			b.Fatal(res.Status)
 		}
+	}
+}
+
+// TestWriteTimeout: a client that stops reading a large result is cut off
+// once the write timeout passes, instead of holding the connection.
+func TestWriteTimeout(t *testing.T) {
+	svc := newFakeService(t.TempDir(), "big")
+	big := bytes.Repeat([]byte("x"), 5<<20)
+	svc.invoke = func(ctx context.Context, name string, payload []byte, o InvokeOptions) (*Result, error) {
+		return &Result{Payload: append(append([]byte(`"`), big...), '"'), Start: "warm"}, nil
+	}
+	done := make(chan struct{})
+	h := NewHandler(svc, WithWriteTimeout(300*time.Millisecond))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { done <- struct{}{} }()
+		h.ServeHTTP(w, r)
+	}))
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096) // the kernel buffers little for us
+	}
+	fmt.Fprintf(conn, "POST /v1/functions/big/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	// Read nothing: the handler must give up writing on its own.
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still writes to a client that does not read")
 	}
 }
