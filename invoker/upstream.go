@@ -101,6 +101,10 @@ type Host interface {
 	// Errors: ErrOverloaded (queue full), ErrNotFound, ErrInvalid,
 	// ErrTooLarge, ErrClosed; done is not called then.
 	Enqueue(ev Event, done func(err error)) error
+	// Workers is how many asynchronous events this host runs at once: an
+	// upstream should not hand it many more than that, while other hosts
+	// may have room.
+	Workers() int
 }
 
 // NoUpstream is the Upstream of a single host: nothing is served

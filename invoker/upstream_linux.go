@@ -175,6 +175,9 @@ func (h host) Enqueue(ev Event, done func(error)) error {
 	return h.iv.async.enqueue(ev, 0, true, done)
 }
 
+// Workers implements Host.
+func (h host) Workers() int { return max(h.iv.cfg.asyncWorkers, 1) }
+
 // checkTrace applies this host's limit to a trace from another host: a
 // chain between hosts is bounded as one on a single host.
 func (h host) checkTrace(tr *Trace) error {

@@ -40,7 +40,9 @@ const (
 	DefaultCallTimeout = 16 * time.Minute
 	// DefaultPublishTimeout bounds the storing of an event or a backup.
 	DefaultPublishTimeout = 5 * time.Second
-	// DefaultMaxEvents is how many delivered events a host takes at once.
+	// DefaultMaxEvents bounds how many delivered events a host holds at
+	// once (running or waiting in its queue); a host takes no more than
+	// twice its async workers (invoker.Host.Workers) either.
 	DefaultMaxEvents = 64
 	// DefaultMaxDeliver is how many times the same event may be
 	// delivered (to any host) before JetStream gives it up: -1, no limit.

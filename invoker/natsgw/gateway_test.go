@@ -68,6 +68,8 @@ func newFakeHost(fns map[string]func([]byte, *invoker.Trace) (*invoker.Result, e
 	return &fakeHost{fns: fns, events: make(chan invoker.Event, 100), seen: map[string]bool{}}
 }
 
+func (h *fakeHost) Workers() int { return 32 }
+
 func (h *fakeHost) Served() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -63,7 +63,7 @@ func (g *Gateway) Attach(ctx context.Context, h invoker.Host) error {
 	s := &serving{
 		h: h, ctx: sctx, cancel: cancel, started: time.Now(),
 		functions: map[string]*function{},
-		slots:     make(chan struct{}, g.cfg.MaxEvents), takeovers: map[string]bool{},
+		slots:     make(chan struct{}, min(g.cfg.MaxEvents, 2*max(h.Workers(), 1))), takeovers: map[string]bool{},
 	}
 	g.serving = s
 	g.mu.Unlock()
