@@ -11,6 +11,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/rs/zerolog"
+	"github.com/sockfaas/sockfaas/invoker/natsgw"
 )
 
 // parseWith parses args as main does, with configFiles as the default
@@ -260,7 +261,7 @@ func TestRedactURLs(t *testing.T) {
 		"nats://a:4222":                     "nats://a:4222",
 		"nats://u:pw@a:4222,nats://t0k@b:1": "nats://u:xxxxx@a:4222,nats://xxxxx@b:1",
 	} {
-		if got := redactURLs(in); got != want {
+		if got := natsgw.Redact(in); got != want {
 			t.Errorf("%s: %s, want %s", in, got, want)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
+	"github.com/sockfaas/sockfaas/invoker/natsgw"
 	"github.com/sockfaas/sockfaas/sandbox/cgpool"
 )
 
@@ -331,7 +332,7 @@ func checkGateway(ctx context.Context, gateway, creds string) []checkResult {
 	if err != nil {
 		return []checkResult{{level: levelFail, what: "gateway: " + err.Error()}}
 	}
-	safe := redactURLs(urls)
+	safe := natsgw.Redact(urls)
 	opts := []nats.Option{nats.Name("sockfaas doctor"), nats.Timeout(5 * time.Second), nats.MaxReconnects(0)}
 	if creds != "" {
 		if _, err := os.Stat(creds); err != nil {
@@ -345,7 +346,7 @@ func checkGateway(ctx context.Context, gateway, creds string) []checkResult {
 		if errors.Is(err, nats.ErrAuthorization) {
 			fix = "give sockfaas the cluster's credentials: --nats-creds FILE, or user:password@ in the URL (in SOCKFAAS_GATEWAY or the config file)"
 		}
-		return []checkResult{{level: levelFail, what: fmt.Sprintf("gateway: NATS at %s: %v", safe, redactErr(err, urls)), fix: fix}}
+		return []checkResult{{level: levelFail, what: fmt.Sprintf("gateway: NATS at %s: %v", safe, natsgw.RedactError(err, urls)), fix: fix}}
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -79,8 +79,8 @@ func (f gatewayFlags) plan(args []string, log zerolog.Logger) (gatewayPlan, erro
 			return p, err
 		}
 		p.mode, p.cfg.URL = gatewayJoin, urls
-		if redactURLs(urls) != urls && slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, urls) }) {
-			log.Warn().Str("server", redactURLs(urls)).Msg("--gateway has a password or token in its URL, which ps shows to every user: pass the URL in SOCKFAAS_GATEWAY or the config file, or use --nats-creds")
+		if natsgw.Redact(urls) != urls && slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, urls) }) {
+			log.Warn().Str("server", natsgw.Redact(urls)).Msg("--gateway has a password or token in its URL, which ps shows to every user: pass the URL in SOCKFAAS_GATEWAY or the config file, or use --nats-creds")
 		}
 	}
 	if !natsgw.ValidToken(f.NatsPrefix) {
@@ -136,57 +136,24 @@ func parseNATSURLs(s string) (string, error) {
 			if _, _, err := net.SplitHostPort(part); err == nil {
 				hint = " (nats://" + part + "?)"
 			}
-			return "", fmt.Errorf("--gateway %q: %q is not a URL%s; %s", redactURLs(s), redactURLs(part), hint, gatewayHint)
+			return "", fmt.Errorf("--gateway %q: %q is not a URL%s; %s", natsgw.Redact(s), natsgw.Redact(part), hint, gatewayHint)
 		}
 		switch {
 		case !slices.Contains([]string{"nats", "tls", "ws", "wss"}, u.Scheme):
-			return "", fmt.Errorf("--gateway %q: scheme %q is not NATS's (nats://, tls://, ws://, wss://); %s", redactURLs(s), u.Scheme, gatewayHint)
+			return "", fmt.Errorf("--gateway %q: scheme %q is not NATS's (nats://, tls://, ws://, wss://); %s", natsgw.Redact(s), u.Scheme, gatewayHint)
 		case u.Hostname() == "":
-			return "", fmt.Errorf("--gateway %q: no host in %q; %s", redactURLs(s), redactURLs(part), gatewayHint)
+			return "", fmt.Errorf("--gateway %q: no host in %q; %s", natsgw.Redact(s), natsgw.Redact(part), gatewayHint)
 		case strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "":
-			return "", fmt.Errorf("--gateway %q: a NATS URL has no path or query; %s", redactURLs(s), gatewayHint)
+			return "", fmt.Errorf("--gateway %q: a NATS URL has no path or query; %s", natsgw.Redact(s), gatewayHint)
 		}
 		if port := u.Port(); port != "" {
 			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-				return "", fmt.Errorf("--gateway %q: port %q is not one; %s", redactURLs(s), port, gatewayHint)
+				return "", fmt.Errorf("--gateway %q: port %q is not one; %s", natsgw.Redact(s), port, gatewayHint)
 			}
 		}
 		out = append(out, part)
 	}
 	return strings.Join(out, ","), nil
-}
-
-// redactURLs hides the passwords and tokens in a list of URLs.
-func redactURLs(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			if _, has := u.User.Password(); has {
-				parts[i] = u.Redacted()
-			} else {
-				u.User = url.User("xxxxx") // nats://TOKEN@host
-				parts[i] = u.String()
-			}
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
-// redactedError is err with the URLs' secrets hidden in its message (the
-// client's errors name the URL as given).
-type redactedError struct {
-	err       error
-	raw, safe string
-}
-
-func (e *redactedError) Error() string { return strings.ReplaceAll(e.err.Error(), e.raw, e.safe) }
-func (e *redactedError) Unwrap() error { return e.err }
-
-func redactErr(err error, urls string) error {
-	if safe := redactURLs(urls); err != nil && safe != urls {
-		return &redactedError{err: err, raw: urls, safe: safe}
-	}
-	return err
 }
 
 func isLoopback(host string) bool {
@@ -230,12 +197,12 @@ func (p gatewayPlan) start(ctx context.Context, log zerolog.Logger) (_ *upstream
 		}
 		cfg.URL = u.srv.URL()
 	}
-	u.server = redactURLs(cfg.URL)
+	u.server = natsgw.Redact(cfg.URL)
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	u.gw, err = natsgw.New(cctx, cfg)
 	if err != nil {
-		return nil, gatewayError(redactErr(err, cfg.URL), u.server, p.mode)
+		return nil, gatewayError(natsgw.RedactError(err, cfg.URL), u.server, p.mode)
 	}
 	ev := log.Info().Str("host", u.gw.HostID()).Str("server", u.server)
 	if p.mode == gatewayEmbedded {

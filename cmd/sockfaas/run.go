@@ -50,10 +50,7 @@ func checkListen(addr, token string) error {
 	if err != nil {
 		return fmt.Errorf("--listen %q: want HOST:PORT, e.g. %s", addr, defaultListen)
 	}
-	if token != "" || host == "localhost" {
-		return nil
-	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+	if token != "" || isLoopback(host) {
 		return nil
 	}
 	if host == "" {

@@ -138,8 +138,9 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// redact hides the passwords and tokens of a comma-separated list of URLs.
-func redact(urls string) string {
+// Redact hides the passwords and tokens of a comma-separated list of NATS
+// URLs, for logs and messages.
+func Redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
@@ -156,13 +157,17 @@ func redact(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// redactErr is err with the secrets of urls hidden from its message (the
-// client's errors name the URL as given).
-func redactErr(err error, urls string) error {
+// RedactError is err with the secrets of urls hidden from its message (the
+// NATS client's errors name the URL as given); errors.Is and As still see
+// err. A nil err stays nil.
+func RedactError(err error, urls string) error {
+	if err == nil {
+		return nil
+	}
 	msg := err.Error()
 	for _, p := range strings.Split(urls, ",") {
 		p = strings.TrimSpace(p)
-		if safe := redact(p); safe != p {
+		if safe := Redact(p); safe != p {
 			msg = strings.ReplaceAll(msg, p, safe)
 		}
 	}
@@ -304,7 +309,7 @@ func New(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 			}),
 		)
 		if g.nc, err = nats.Connect(cfg.URL, opts...); err != nil {
-			return nil, fmt.Errorf("natsgw: connect to %s: %w: %w", redact(cfg.URL), invoker.ErrUnavailable, redactErr(err, cfg.URL))
+			return nil, fmt.Errorf("natsgw: connect to %s: %w: %w", Redact(cfg.URL), invoker.ErrUnavailable, RedactError(err, cfg.URL))
 		}
 		g.ownConn = true
 		defer func() {
