@@ -64,15 +64,8 @@ func newTestInvoker(t testing.TB, opts ...Option) *Invoker {
 // directories of ours, no fork server in them.
 func checkNothingLeft(t testing.TB, state, cg string) {
 	t.Helper()
-	if m := testutil.MountsUnder(state); len(m) > 0 {
-		t.Errorf("mounts left: %v", m)
-	}
+	testutil.CheckNothingLeft(t, state, cg)
 	name := strings.TrimPrefix(cg, "/")
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
-	more, _ := filepath.Glob("/sys/fs/cgroup/" + name)
-	if dirs = append(dirs, more...); len(dirs) > 0 {
-		t.Errorf("cgroups left: %v", dirs)
-	}
 	out, _ := exec.Command("pgrep", "-f", "forkserver").Output()
 	for _, f := range strings.Fields(string(out)) {
 		data, err := os.ReadFile("/proc/" + f + "/cgroup")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,47 +13,26 @@ import (
 )
 
 // The local queue's functions: a caller that does what its event says
-// through the SDK, and the callees it calls.
+// through the SDK, and the callees it calls. The first four are in
+// testdata/sdk, which package natsgw's tests share.
+var (
+	callerHandler = testdataFile("sdk/caller.py")
+	echoHandler   = testdataFile("sdk/echo.py")
+	boomHandler   = testdataFile("sdk/boom.py")
+	sleepyHandler = testdataFile("sdk/sleepy.py")
+)
+
+// testdataFile is a file under testdata; a test binary without it fails
+// at once.
+func testdataFile(name string) string {
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 const (
-	callerHandler = `import time
-import sockfaas
-
-def lambda_handler(event, context):
-    op = event.get("op", "call")
-    if op == "async":
-        return {"id": sockfaas.invoke_async(event["to"], event.get("event"))}
-    if op == "bench":
-        lat = []
-        for _ in range(event["n"]):
-            t = time.perf_counter_ns()
-            sockfaas.invoke(event["to"], {})
-            lat.append(time.perf_counter_ns() - t)
-        return lat
-    if op == "uncaught":
-        return sockfaas.invoke(event["to"], event.get("event"))
-    payload = event.get("event")
-    if op == "big":
-        payload = {"x": "y" * (6 * 1024 * 1024 + 1)}
-    t = time.monotonic()
-    try:
-        return {"result": sockfaas.invoke(event["to"], payload)}
-    except sockfaas.FunctionError as e:
-        return {"function_error": {"type": e.error_type, "message": e.error_message, "stack": e.stack_trace}}
-    except sockfaas.InvokeError as e:
-        return {"invoke_error": {"kind": e.kind, "message": str(e)}, "elapsed": time.monotonic() - t}
-`
-	echoHandler = `def lambda_handler(event, context):
-    return {"echo": event, "rid": context.aws_request_id, "remaining": context.get_remaining_time_in_millis()}
-`
-	boomHandler = `def lambda_handler(event, context):
-    raise ValueError("boom: " + str(event.get("why")))
-`
-	sleepyHandler = `import time
-
-def lambda_handler(event, context):
-    time.sleep(event.get("sec", 5))
-    return "woke"
-`
 	recursiveHandler = `import sockfaas
 
 def lambda_handler(event, context):

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
@@ -59,4 +61,20 @@ func StateDir(tb testing.TB) string {
 func MountsUnder(dir string) []string {
 	m, _ := mountinfo.Under(dir)
 	return m
+}
+
+// CheckNothingLeft reports, as test errors, mounts left under a state
+// directory and cgroup directories left under the absolute cgroup path cg
+// in any hierarchy.
+func CheckNothingLeft(tb testing.TB, state, cg string) {
+	tb.Helper()
+	if m := MountsUnder(state); len(m) > 0 {
+		tb.Errorf("mounts left: %v", m)
+	}
+	name := strings.TrimPrefix(cg, "/")
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	more, _ := filepath.Glob("/sys/fs/cgroup/" + name)
+	if dirs = append(dirs, more...); len(dirs) > 0 {
+		tb.Errorf("cgroups left: %v", dirs)
+	}
 }

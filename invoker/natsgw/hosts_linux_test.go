@@ -25,46 +25,22 @@ import (
 // These tests run two real invokers as two hosts that share one NATS server
 // (embedded): real sandboxes, zygotes and Python handlers on both sides.
 
-const (
-	// caller does what its event says through the SDK.
-	callerCode = `import time
-import sockfaas
-
-def lambda_handler(event, context):
-    op = event.get("op", "call")
-    if op == "async":
-        return {"id": sockfaas.invoke_async(event["to"], event.get("event"))}
-    if op == "bench":
-        lat = []
-        for _ in range(event["n"]):
-            t = time.perf_counter_ns()
-            sockfaas.invoke(event["to"], {})
-            lat.append(time.perf_counter_ns() - t)
-        return lat
-    payload = event.get("event")
-    if op == "big":
-        payload = {"x": "y" * (6 * 1024 * 1024 + 1)}
-    t = time.monotonic()
-    try:
-        return {"result": sockfaas.invoke(event["to"], payload)}
-    except sockfaas.FunctionError as e:
-        return {"function_error": {"type": e.error_type, "message": e.error_message}}
-    except sockfaas.InvokeError as e:
-        return {"invoke_error": {"kind": e.kind, "message": str(e)}, "elapsed": time.monotonic() - t}
-`
-	echoCode = `def lambda_handler(event, context):
-    return {"echo": event, "rid": context.aws_request_id, "remaining": context.get_remaining_time_in_millis()}
-`
-	boomCode = `def lambda_handler(event, context):
-    raise ValueError("boom: " + str(event.get("why")))
-`
-	sleepyCode = `import time
-
-def lambda_handler(event, context):
-    time.sleep(event.get("sec", 5))
-    return "woke"
-`
+// The functions, shared with package invoker's tests of the local queue:
+// caller does what its event says through the SDK.
+var (
+	callerCode = testdataFile("caller.py")
+	echoCode   = testdataFile("echo.py")
+	boomCode   = testdataFile("boom.py")
+	sleepyCode = testdataFile("sleepy.py")
 )
+
+func testdataFile(name string) string {
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "sdk", name))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 // host is one invoker and its gateway.
 type host struct {
@@ -100,23 +76,9 @@ func newHost(t *testing.T, url, id string, opts ...invoker.Option) *host {
 		if err := h.gw.Close(ctx); err != nil {
 			t.Errorf("close gateway %s: %v", id, err)
 		}
-		checkNothingLeft(t, h.state, h.cg)
+		testutil.CheckNothingLeft(t, h.state, h.cg)
 	})
 	return h
-}
-
-// checkNothingLeft: no mounts under the state directory, no cgroups.
-func checkNothingLeft(t *testing.T, state, cg string) {
-	t.Helper()
-	if m := testutil.MountsUnder(state); len(m) > 0 {
-		t.Errorf("mounts left: %v", m)
-	}
-	name := strings.TrimPrefix(cg, "/")
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
-	more, _ := filepath.Glob("/sys/fs/cgroup/" + name)
-	if dirs = append(dirs, more...); len(dirs) > 0 {
-		t.Errorf("cgroups left: %v", dirs)
-	}
 }
 
 func deployCode(t *testing.T, iv *invoker.Invoker, name, code, manifest string) {
@@ -433,7 +395,7 @@ def lambda_handler(event, context):
 		if err := lean.Cleanup(ctx, filepath.Join(hc.State, "lean"), hc.Cgroup, zerolog.Nop()); err != nil {
 			t.Errorf("clean up after host a: %v", err)
 		}
-		checkNothingLeft(t, hc.State, hc.Cgroup)
+		testutil.CheckNothingLeft(t, hc.State, hc.Cgroup)
 	})
 	ids := map[string]string{}
 	sc := bufio.NewScanner(stdout)
