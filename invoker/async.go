@@ -116,23 +116,31 @@ func newAsyncID() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
+// newEvent is an event for name with a new ID, which is also its request
+// ID unless o names one.
+func newEvent(name string, payload []byte, o InvokeOptions, tr *Trace) (Event, error) {
+	id, err := newAsyncID()
+	if err != nil {
+		return Event{}, fmt.Errorf("async invocation id: %w", err)
+	}
+	ev := Event{ID: id, RequestID: o.RequestID, Function: name, Payload: payload, Trace: tr}
+	if ev.RequestID == "" {
+		ev.RequestID = id
+	}
+	return ev, nil
+}
+
 // submit queues a job and returns its ID; ErrOverloaded when the queue is
 // full, ErrClosed after close.
 func (q *asyncQueue) submit(name string, payload []byte, o InvokeOptions) (string, error) {
-	return q.submitTraced(name, payload, o, nil)
-}
-
-// submitTraced is submit for an event sent by a function: tr is its trace.
-func (q *asyncQueue) submitTraced(name string, payload []byte, o InvokeOptions, tr *Trace) (string, error) {
-	id, err := newAsyncID()
+	ev, err := newEvent(name, payload, o, nil)
 	if err != nil {
-		return "", fmt.Errorf("async invocation id: %w", err)
+		return "", err
 	}
-	ev := Event{ID: id, RequestID: o.RequestID, Function: name, Payload: payload, Trace: tr}
 	if err := q.enqueue(ev, o.Timeout, false, nil); err != nil {
 		return "", err
 	}
-	return id, nil
+	return ev.ID, nil
 }
 
 // enqueue queues ev under its ID. done, if not nil, is called once with

@@ -45,14 +45,11 @@ func (iv *Invoker) queueEvent(ctx context.Context, name string, payload []byte, 
 	if len(payload) > MaxPayloadBytes {
 		return "", fmt.Errorf("invoke %q: %w: payload of %d bytes, the limit is %d", name, ErrTooLarge, len(payload), MaxPayloadBytes)
 	}
-	id, err := newAsyncID()
+	ev, err := newEvent(name, payload, o, tr)
 	if err != nil {
-		return "", fmt.Errorf("async invocation id: %w", err)
+		return "", err
 	}
-	ev := Event{ID: id, RequestID: o.RequestID, Function: name, Payload: payload, Trace: tr}
-	if ev.RequestID == "" {
-		ev.RequestID = id
-	}
+	id := ev.ID
 	up := iv.local.upstream
 	if _, ok := iv.reg.current(name); !ok {
 		if !iv.passesOn(ctx, tr) {
