@@ -295,19 +295,9 @@ func (u *upstream) reportUnfinished(ctx context.Context, log zerolog.Logger) {
 		return
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	n, err := natsgw.Unfinished(ctx, nc, u.prefix)
 	if err != nil {
-		return
-	}
-	var n uint64
-	for _, name := range []string{u.prefix + "_events", u.prefix + "_backups"} {
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			continue
-		}
-		if info, err := s.Info(ctx); err == nil {
-			n += info.State.Msgs
-		}
+		log.Debug().Err(err).Msg("count the unfinished events")
 	}
 	if n > 0 {
 		log.Warn().Uint64("events", n).Str("nats_store", u.store).

@@ -345,7 +345,7 @@ func (g *Gateway) ensure(ctx context.Context) (err error) {
 	p := cfg.Prefix
 	maxMsg := int32(min(g.nc.MaxPayload(), 1<<30))
 	events, err := g.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        p + "_events",
+		Name:        p + "_events", // Unfinished names them too
 		Description: "sockfaas: asynchronous invocations waiting for a host that serves their function",
 		Subjects:    []string{g.eventPrefix + "*"},
 		Retention:   jetstream.WorkQueuePolicy,
@@ -390,6 +390,32 @@ func (g *Gateway) ensure(ctx context.Context) (err error) {
 	}
 	g.backupsCreated.Store(backups.CachedInfo().Created.UnixNano())
 	return nil
+}
+
+// Unfinished counts the events the hosts of prefix's cluster have not
+// finished, as the server behind nc stores them: those waiting for a host,
+// being run, or backed up by the host running them.
+func Unfinished(ctx context.Context, nc *nats.Conn, prefix string) (uint64, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, name := range []string{prefix + "_events", prefix + "_backups"} {
+		st, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return n, err
+		}
+		n += info.State.Msgs
+	}
+	return n, nil
 }
 
 // HostID is this host's name among the others.

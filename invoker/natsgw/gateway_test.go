@@ -280,6 +280,9 @@ func TestBackupTakeover(t *testing.T) {
 		info, err := a.backups.Info(ctx)
 		return err == nil && info.State.Msgs == 1
 	})
+	if n, err := Unfinished(ctx, a.nc, DefaultPrefix); err != nil || n != 1 {
+		t.Errorf("Unfinished = %d, %v; want the one unfinished backup", n, err)
+	}
 	// a dies: its connection goes, its heartbeat stops, nobody says goodbye.
 	a.mu.Lock()
 	s := a.serving
