@@ -20,19 +20,6 @@ import (
 
 // The functions of BenchmarkChain.
 const (
-	// chainCaller calls event["to"] n times through the SDK and returns
-	// each call's latency, timed inside the caller.
-	chainCaller = `import time
-import sockfaas
-
-def lambda_handler(event, context):
-    lat = []
-    for _ in range(event["n"]):
-        t = time.perf_counter_ns()
-        sockfaas.invoke(event["to"], {})
-        lat.append(time.perf_counter_ns() - t)
-    return lat
-`
 	chainEcho = `def lambda_handler(event, context):
     return {"ok": True}
 `
@@ -61,6 +48,15 @@ def lambda_handler(event, context):
     return {"done": True}
 `
 )
+
+// callerCode is invoker/testdata/sdk/caller.py.
+func callerCode(b *testing.B) string {
+	code, err := os.ReadFile(filepath.Join("..", "invoker", "testdata", "sdk", "caller.py"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(code)
+}
 
 // chainHost is an invoker with a NATS gateway.
 type chainHost struct {
@@ -124,7 +120,7 @@ func (h *chainHost) deploy(b *testing.B, name, code, manifest string) {
 // calls runs n calls from caller to callee inside the caller and returns
 // their latencies.
 func (h *chainHost) calls(b *testing.B, callee string, n int) []time.Duration {
-	res, err := h.iv.Invoke(context.Background(), "caller", fmt.Appendf(nil, `{"to":%q,"n":%d}`, callee, n), invoker.InvokeOptions{})
+	res, err := h.iv.Invoke(context.Background(), "caller", fmt.Appendf(nil, `{"op":"bench","to":%q,"n":%d}`, callee, n), invoker.InvokeOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -165,7 +161,10 @@ func BenchmarkChain(b *testing.B) {
 	bb := newChainHost(b, srv.URL(), "bench-b")
 	single := newChainHost(b, "", "")
 
-	a.deploy(b, "caller", chainCaller, "timeout_sec: 120\n")
+	// The local queue tests' caller: its "bench" op calls event["to"] n
+	// times through the SDK and returns each call's latency, timed inside
+	// the caller.
+	a.deploy(b, "caller", callerCode(b), "timeout_sec: 120\n")
 	a.deploy(b, "echo", chainEcho, "")
 	bb.deploy(b, "remote-echo", chainEcho, "")
 	for _, h := range []*chainHost{a, single} {
