@@ -1,14 +1,12 @@
 package invoker
 
 import (
-	"encoding/json"
 	"mime"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // The native API, under /v1.
@@ -26,28 +24,11 @@ func (h *httpHandler) status(w *httpRecorder, r *http.Request) error {
 // deadLetters serves GET /v1/dead-letters: the asynchronous events that
 // failed every attempt, oldest first (payloads included, as JSON).
 func (h *httpHandler) deadLetters(w *httpRecorder, r *http.Request) error {
-	type letter struct {
-		ID            string          `json:"id"`
-		Function      string          `json:"function"`
-		Caller        string          `json:"caller,omitempty"`
-		Attempts      int             `json:"attempts"`
-		Error         string          `json:"error"`
-		FunctionError bool            `json:"function_error"`
-		Queued        time.Time       `json:"queued"`
-		Payload       json.RawMessage `json:"payload"`
-	}
-	out := []letter{}
+	out := DeadLetterList{DeadLetters: []DeadLetterInfo{}}
 	for _, d := range h.svc.DeadLetters() {
-		l := letter{ID: d.ID, Function: d.Function, Caller: d.Caller, Attempts: d.Attempts,
-			Error: d.Error, FunctionError: d.FunctionError, Queued: d.Queued, Payload: d.Payload}
-		if !json.Valid(d.Payload) { // events are JSON; anything else is shown as a string
-			l.Payload, _ = json.Marshal(string(d.Payload))
-		}
-		out = append(out, l)
+		out.DeadLetters = append(out.DeadLetters, NewDeadLetterInfo(d))
 	}
-	writeJSON(w, http.StatusOK, struct {
-		DeadLetters []letter `json:"dead_letters"`
-	}{out})
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -1,6 +1,9 @@
 package invoker
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // The JSON bodies of the native API that carry the invoker's data. They
 // are separate from Function and Status so that the wire format is
@@ -98,4 +101,32 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// DeadLetterList is the body of GET /v1/dead-letters, oldest first.
+type DeadLetterList struct {
+	DeadLetters []DeadLetterInfo `json:"dead_letters"`
+}
+
+// DeadLetterInfo is a DeadLetter on the wire; the payload is the event's
+// JSON, or a JSON string when the event was not JSON.
+type DeadLetterInfo struct {
+	ID            string          `json:"id"`
+	Function      string          `json:"function"`
+	Caller        string          `json:"caller,omitempty"`
+	Attempts      int             `json:"attempts"`
+	Error         string          `json:"error"`
+	FunctionError bool            `json:"function_error"`
+	Queued        time.Time       `json:"queued"`
+	Payload       json.RawMessage `json:"payload"`
+}
+
+// NewDeadLetterInfo describes d.
+func NewDeadLetterInfo(d DeadLetter) DeadLetterInfo {
+	l := DeadLetterInfo{ID: d.ID, Function: d.Function, Caller: d.Caller, Attempts: d.Attempts,
+		Error: d.Error, FunctionError: d.FunctionError, Queued: d.Queued, Payload: d.Payload}
+	if !json.Valid(d.Payload) {
+		l.Payload, _ = json.Marshal(string(d.Payload))
+	}
+	return l
 }

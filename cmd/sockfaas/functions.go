@@ -460,18 +460,6 @@ type deadCmd struct {
 	JSON bool `help:"Print the API's JSON, payloads included."`
 }
 
-// deadLetter is an entry of GET /v1/dead-letters.
-type deadLetter struct {
-	ID            string          `json:"id"`
-	Function      string          `json:"function"`
-	Caller        string          `json:"caller"`
-	Attempts      int             `json:"attempts"`
-	Error         string          `json:"error"`
-	FunctionError bool            `json:"function_error"`
-	Queued        time.Time       `json:"queued"`
-	Payload       json.RawMessage `json:"payload"`
-}
-
 func (c *deadCmd) Run(ctx context.Context) error {
 	cl, err := c.client()
 	if err != nil {
@@ -484,9 +472,7 @@ func (c *deadCmd) Run(ctx context.Context) error {
 	if c.JSON {
 		return printResult(r.Body, false)
 	}
-	var body struct {
-		DeadLetters []deadLetter `json:"dead_letters"`
-	}
+	var body invoker.DeadLetterList
 	if err := json.Unmarshal(r.Body, &body); err != nil {
 		return fmt.Errorf("GET /v1/dead-letters: unexpected response: %w", err)
 	}
