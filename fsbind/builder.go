@@ -2,6 +2,7 @@ package fsbind
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 )
@@ -95,4 +96,11 @@ type Root struct {
 
 	b           *Builder // nil for a Root made by hand
 	mountPoints []string // Spec.MountPoints, cleaned
+
+	// spare says the root was built from the Builder's default plan, so
+	// Release may hand it out again; Bind and Taint clear it.
+	spare atomic.Bool
+	// gone is set once Release or Teardown has given the root up: the
+	// directory may already hold another root by then.
+	gone atomic.Bool
 }

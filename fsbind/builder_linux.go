@@ -2,6 +2,7 @@ package fsbind
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,8 @@ type Builder struct {
 	// With WithSpares: built default roots, the goroutine that builds
 	// them, and how Close stops it.
 	spares     chan *Root
+	needSpare  chan struct{} // takeSpare tells buildSpares one is gone
+	spareSeq   atomic.Uint64
 	stopSpares chan struct{}
 	sparesDone chan struct{}
 	stopOnce   sync.Once
@@ -98,7 +101,8 @@ func NewBuilder(ctx context.Context, dir string, opts ...Option) (*Builder, erro
 	b.defaults.mounts = append([]mountOp(nil), b.hostBase.mounts...)
 	appendOwn(&b.defaults, b.devTemplate, DefaultTmpSize)
 	if b.cfg.spares > 0 {
-		b.spares = make(chan *Root, b.cfg.spares)
+		b.spares = make(chan *Root, b.cfg.spares+spareSlack)
+		b.needSpare = make(chan struct{}, 1)
 		b.stopSpares = make(chan struct{})
 		b.sparesDone = make(chan struct{})
 		go b.buildSpares()
@@ -107,11 +111,21 @@ func NewBuilder(ctx context.Context, dir string, opts ...Option) (*Builder, erro
 	return b, nil
 }
 
-// buildSpares keeps the spares channel full until Close.
+// buildSpares keeps at least cfg.spares roots in the spares channel until
+// Close. The channel has room for a few more, which only Release fills:
+// a released root is cheaper than a new one.
 func (b *Builder) buildSpares() {
 	defer close(b.sparesDone)
-	for n := 0; ; n++ {
-		r, err := b.buildSpare(spareDir + strconv.Itoa(n))
+	for {
+		if len(b.spares) >= b.cfg.spares {
+			select {
+			case <-b.needSpare:
+				continue
+			case <-b.stopSpares:
+				return
+			}
+		}
+		r, err := b.buildSpare(b.spareName())
 		if err != nil {
 			if !errors.Is(err, ErrClosed) {
 				b.cfg.log.Warn().Err(err).Msg("cannot build a spare root")
@@ -133,6 +147,16 @@ func (b *Builder) buildSpares() {
 	}
 }
 
+// spareSlack is how many released roots the spares channel keeps beyond
+// WithSpares' n. Every root kept costs every new mount namespace a copy of
+// its mounts, so not many.
+const spareSlack = 2
+
+// spareName names the next spare root's directory.
+func (b *Builder) spareName() string {
+	return spareDir + strconv.FormatUint(b.spareSeq.Add(1), 10)
+}
+
 func (b *Builder) buildSpare(name string) (*Root, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -149,6 +173,7 @@ func (b *Builder) buildSpare(name string) (*Root, error) {
 		}
 		return nil, err
 	}
+	r.spare.Store(true)
 	return r, nil
 }
 
@@ -159,6 +184,10 @@ func (b *Builder) buildSpare(name string) (*Root, error) {
 func (b *Builder) takeSpare(id string) (r *Root, ok bool, err error) {
 	select {
 	case r = <-b.spares:
+		select {
+		case b.needSpare <- struct{}{}:
+		default:
+		}
 	default:
 		return nil, false, nil
 	}
@@ -173,8 +202,9 @@ func (b *Builder) takeSpare(id string) (r *Root, ok bool, err error) {
 		return nil, true, &os.PathError{Op: "rename", Path: rdir, Err: err}
 	}
 	// The mounts moved along with the directory.
-	*r = *b.newRoot(id, nil)
-	return r, true, nil
+	nr := b.newRoot(id, nil)
+	nr.spare.Store(true)
+	return nr, true, nil
 }
 
 func (b *Builder) newRoot(id string, mountPoints []string) *Root {
@@ -508,6 +538,7 @@ func (b *Builder) Build(ctx context.Context, id string, spec Spec) (*Root, error
 		}
 		return nil, fmt.Errorf("build root %q: %w", id, err)
 	}
+	r.spare.Store(isDefault(spec))
 	b.cfg.log.Debug().Str("sandbox", id).Dur("dur", time.Since(start)).Msg("root built")
 	return r, nil
 }
@@ -657,7 +688,173 @@ func (r *Root) Teardown() error {
 	if r.b != nil && r.b.closed.Load() {
 		return nil
 	}
-	return r.teardown()
+	if r.gone.Load() {
+		return nil
+	}
+	if err := r.teardown(); err != nil {
+		return err // Teardown may be tried again
+	}
+	r.gone.Store(true)
+	return nil
+}
+
+// Taint marks the root as not to be handed out again: Release tears it
+// down. Call it before giving a process anything that can change the root
+// beyond its writable directories: a privileged process (which could
+// remount the root's filesystems) or a copy of its mount tree.
+func (r *Root) Taint() { r.spare.Store(false) }
+
+// Release gives the root back to its Builder once its processes are gone.
+// A root of the default Spec that is as it was built (its /tmp, /dev/shm and
+// scratch directory empty, with their modes, owners and no extended
+// attributes unchanged; nothing bound into it; not tainted) becomes a spare
+// again, to be handed out by a later Build under a new ID: no unmount, no
+// mount. Any other root, or one the Builder has no room for, is torn down as
+// by Teardown. Like Teardown it is idempotent, and the Root must not be used
+// afterwards.
+func (r *Root) Release() error {
+	if r == nil || r.Dir == "" || r.Path == "" {
+		return nil
+	}
+	b := r.b
+	if b == nil || b.spares == nil || !r.spare.Load() || len(b.spares) == cap(b.spares) {
+		return r.Teardown()
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed.Load() {
+		return nil
+	}
+	if r.gone.Swap(true) {
+		return nil
+	}
+	if !r.pristine() {
+		return r.retire()
+	}
+	nr := b.newRoot(b.spareName(), nil)
+	err := ignoringEINTR(func() error {
+		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, nr.Dir, unix.RENAME_NOREPLACE)
+	})
+	if err != nil {
+		b.cfg.log.Warn().Err(err).Str("dir", r.Dir).Msg("cannot keep a released root as a spare")
+		return r.retire()
+	}
+	nr.spare.Store(true)
+	select {
+	case b.spares <- nr:
+		b.cfg.log.Debug().Str("sandbox", r.ID).Str("spare", nr.ID).Msg("root kept as a spare")
+		return nil
+	default: // another Release filled the last place meanwhile
+		return nr.teardown()
+	}
+}
+
+// Rename moves the root, mounts and all, to the directory of a new ID and
+// returns it as a new Root; r must not be used afterwards. Processes
+// already inside the root are not affected. A root with that ID already
+// there is an error matching fs.ErrExist.
+func (r *Root) Rename(id string) (*Root, error) {
+	if err := validID(id); err != nil {
+		return nil, fmt.Errorf("rename root %q: %w", r.ID, err)
+	}
+	b := r.b
+	if b == nil {
+		return nil, fmt.Errorf("rename root %q: not built by a Builder: %w", r.ID, ErrInvalid)
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed.Load() {
+		return nil, fmt.Errorf("rename root %q: %w", r.ID, ErrClosed)
+	}
+	if r.gone.Load() {
+		return nil, fmt.Errorf("rename root %q: released: %w", r.ID, ErrInvalid)
+	}
+	nr := b.newRoot(id, r.mountPoints)
+	err := ignoringEINTR(func() error {
+		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, nr.Dir, unix.RENAME_NOREPLACE)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rename root %q: %w", r.ID, &os.PathError{Op: "rename", Path: nr.Dir, Err: err})
+	}
+	nr.spare.Store(r.spare.Load())
+	r.gone.Store(true)
+	return nr, nil
+}
+
+// retire tears down a root Release could not keep; if that fails, a later
+// Teardown may try again.
+func (r *Root) retire() error {
+	err := r.teardown()
+	if err != nil {
+		r.gone.Store(false)
+	}
+	return err
+}
+
+// pristine says whether the root's writable parts are as built. Its other
+// mounts are read-only binds and a read-only tmpfs, which an unprivileged
+// process cannot change, and a sandbox's own mounts live in its own mount
+// namespace.
+func (r *Root) pristine() bool {
+	return emptyTmpfs(r.Path+"/"+relTmp, 0o1777, 0, 0) &&
+		emptyTmpfs(r.Path+"/"+relShm, 0o1777, 0, 0) &&
+		emptyDir(r.Scratch, 0o755, r.b.cfg.scratchUID, r.b.cfg.scratchGID)
+}
+
+// emptyTmpfs says whether the tmpfs mounted at dir holds nothing but its
+// root directory, which still has mode, uid and gid and no extended
+// attributes. statfs counts its inodes: no directory listing needed.
+func emptyTmpfs(dir string, mode uint32, uid, gid int) bool {
+	var fs unix.Statfs_t
+	if unix.Statfs(dir, &fs) != nil || fs.Type != unix.TMPFS_MAGIC || fs.Files-fs.Ffree != 1 {
+		return false
+	}
+	return asBuilt(dir, mode, uid, gid)
+}
+
+// emptyDir says whether dir has no entries and still has mode, uid, gid
+// and no extended attributes.
+func emptyDir(dir string, mode uint32, uid, gid int) bool {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	// An empty directory lists "." and ".." and then reaches its end. The
+	// kernel hands out only whole entries: a batch may stop before a
+	// long name that did not fit, so read until the end.
+	var buf [512]byte
+	entries := 0
+	for {
+		n, err := unix.Getdents(fd, buf[:])
+		if err != nil || n < 0 {
+			return false
+		}
+		if n == 0 {
+			break
+		}
+		for off := 0; off < n; {
+			reclen := int(binary.NativeEndian.Uint16(buf[off+16:])) // linux_dirent64.d_reclen
+			if reclen == 0 {
+				return false
+			}
+			off += reclen
+			if entries++; entries > 2 {
+				return false
+			}
+		}
+	}
+	return entries == 2 && asBuilt(dir, mode, uid, gid)
+}
+
+func asBuilt(dir string, mode uint32, uid, gid int) bool {
+	var st unix.Stat_t
+	if unix.Lstat(dir, &st) != nil || st.Mode&0o7777 != mode || int(st.Uid) != uid || int(st.Gid) != gid ||
+		st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return false
+	}
+	n, err := unix.Llistxattr(dir, nil)
+	return err == nil && n == 0
 }
 
 func (r *Root) teardown() error {
@@ -701,6 +898,7 @@ func (r *Root) teardown() error {
 // it entered after Bind (a copy of the root taken earlier with Clone does
 // not change).
 func (r *Root) Bind(source, dest string) error {
+	r.Taint()
 	dest = path.Clean(dest)
 	if !slices.Contains(r.mountPoints, dest) {
 		return fmt.Errorf("bind %q: not one of the root's mount points %v: %w", dest, r.mountPoints, ErrInvalid)

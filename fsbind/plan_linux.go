@@ -100,10 +100,7 @@ func appendOwn(p *plan, devTemplate string, tmpSize int64) {
 
 // isDefault says whether spec builds the Builder's precomputed default
 // plan: the host base and nothing else.
-func isDefault(spec Spec) bool {
-	return spec.Base == "" && len(spec.Binds) == 0 && len(spec.MountPoints) == 0 &&
-		(spec.TmpSize == 0 || spec.TmpSize == DefaultTmpSize)
-}
+func isDefault(spec Spec) bool { return spec.IsDefault() }
 
 // plan works out how to build spec. The returned plan may share memory with
 // the Builder's precomputed plans: never modify it in place.

@@ -108,3 +108,11 @@ func (s Spec) Validate() error {
 	}
 	return nil
 }
+
+// IsDefault says whether the spec is the default root, the host base and
+// nothing else (the zero Spec, or one that spells out DefaultTmpSize): the
+// roots a Builder keeps spares of.
+func (s Spec) IsDefault() bool {
+	return s.Base == "" && len(s.Binds) == 0 && len(s.MountPoints) == 0 &&
+		(s.TmpSize == 0 || s.TmpSize == DefaultTmpSize)
+}
