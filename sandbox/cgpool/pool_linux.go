@@ -372,6 +372,31 @@ func (p *Pool) Get(ctx context.Context, l Limits) (*Cgroup, error) {
 	return c, nil
 }
 
+// Reset gives c, a cgroup taken with Get and not yet Put, the limits l as
+// Get would have: only what changed is written, the memory peak and the
+// OOM kill count start again. A cgroup can thus be taken (and joined)
+// ahead of time, before its limits are known. On error c is dropped from
+// the pool, as Get drops one it cannot prepare, and must not be used.
+func (p *Pool) Reset(ctx context.Context, c *Cgroup, l Limits) error {
+	if c == nil || c.pool != p {
+		return fmt.Errorf("reset cgroup: not from this pool: %w", ErrInvalid)
+	}
+	if err := p.check(l); err != nil {
+		return fmt.Errorf("reset cgroup: %w", err)
+	}
+	p.mu.Lock()
+	inUse := c.inUse
+	p.mu.Unlock()
+	if !inUse {
+		return fmt.Errorf("reset cgroup %s: not taken: %w", c.name, ErrInvalid)
+	}
+	if err := c.prepare(l); err != nil {
+		p.discard(ctx, c, err)
+		return fmt.Errorf("reset cgroup: %w", err)
+	}
+	return nil
+}
+
 func (p *Pool) check(l Limits) error {
 	if err := l.validate(); err != nil {
 		return err

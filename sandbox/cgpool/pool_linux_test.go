@@ -750,3 +750,40 @@ func TestForeignCgroupIsLeftAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestReset: a cgroup taken ahead of time, with a process already in it,
+// gets its limits later; the OOM count starts again; misuse is refused.
+func TestReset(t *testing.T) {
+	p := newTestPool(t, Config{Size: 1})
+	if len(p.Controllers()) < numCtrl {
+		t.Skipf("needs memory, cpu and pids controllers; have %v", p.Controllers())
+	}
+	ctx := testCtx(t, 10*time.Second)
+	c, err := p.Get(ctx, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reset(ctx, c, Limits{MemoryBytes: 64 << 20, CPUMillis: 500, Pids: 32}); err != nil {
+		t.Fatal(err)
+	}
+	mem, _, pids := limitFiles(t, c)
+	if mem != strconv.Itoa(64<<20) || pids != "32" {
+		t.Errorf("limits after Reset: memory %s pids %s", mem, pids)
+	}
+	if n, err := c.OOMKills(); err != nil || n != 0 {
+		t.Errorf("OOM kills after Reset: %d, %v", n, err)
+	}
+	if err := p.Reset(ctx, c, Limits{Pids: -1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Reset with a negative limit: %v, want ErrInvalid", err)
+	}
+	if err := p.Put(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reset(ctx, c, Limits{}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Reset after Put: %v, want ErrInvalid", err)
+	}
+	other := newTestPool(t, Config{Size: 1})
+	if err := other.Reset(ctx, c, Limits{}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Reset through another pool: %v, want ErrInvalid", err)
+	}
+}
