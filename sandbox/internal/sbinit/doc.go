@@ -11,6 +11,11 @@
 // PID 1: it forwards signals to the program, reaps orphans, and reports the
 // program's exit status.
 //
+// Launcher.Park starts a helper ahead of time instead: it joins its
+// cgroups, enters the root and drops the bounding set, then waits on a
+// socket; Parked.Start sends it the program, its environment and stdio
+// (SCM_RIGHTS), and it goes on as a freshly started one would.
+//
 // The package owns that helper and the protocol with it. It never builds
 // the root (fsbind does), never creates cgroups (the caller passes a v2
 // directory fd, cgroup v1 cgroup.procs files the helper joins first thing,

@@ -40,6 +40,10 @@ func (c *Config) validate() error {
 	switch {
 	case len(c.Args) == 0 || c.Args[0] == "":
 		return fmt.Errorf("sandbox init: no program: %w", fs.ErrInvalid)
+	case hasNUL(c.Args) || hasNUL(c.Env) || hasNUL([]string{c.Root, c.Hostname, c.Dir}):
+		// execve would refuse them, but only after every other step; and
+		// the helper's arguments and start message are NUL-separated.
+		return fmt.Errorf("sandbox init: a NUL byte in an argument, the environment, the root, hostname or directory: %w", fs.ErrInvalid)
 	case c.Cloneflags&^allowedFlags != 0:
 		return fmt.Errorf("sandbox init: clone flags %#x not supported: %w", c.Cloneflags&^allowedFlags, fs.ErrInvalid)
 	case c.Root != "" && c.Cloneflags&unix.CLONE_NEWNS == 0:
@@ -54,6 +58,15 @@ func (c *Config) validate() error {
 		return fmt.Errorf("sandbox init: nil cgroup.procs file: %w", fs.ErrInvalid)
 	}
 	return nil
+}
+
+func hasNUL(ss []string) bool {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // helperArgs encodes c as the helper's argv (see csrc/sbinit.c).
@@ -108,6 +121,7 @@ type Launcher struct {
 	mu   sync.RWMutex // Start holds it shared so Close cannot pull the memfd away
 	exe  *os.File     // nil once closed
 	path string       // /proc/self/fd/N of exe
+	null *os.File     // /dev/null, read-write: parked helpers' nil stdio
 }
 
 // NewLauncher loads the embedded helper into a sealed memfd. It returns an
@@ -141,7 +155,12 @@ func NewLauncher() (*Launcher, error) {
 		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("dup helper", err))
 	}
 	path := "/proc/self/fd/" + strconv.Itoa(high)
-	return &Launcher{exe: os.NewFile(uintptr(high), path), path: path}, nil
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(high)
+		return nil, fmt.Errorf("sandbox init: %w", err)
+	}
+	return &Launcher{exe: os.NewFile(uintptr(high), path), path: path, null: null}, nil
 }
 
 // Close releases the helper. Processes already started are not affected;
@@ -154,6 +173,8 @@ func (l *Launcher) Close() error {
 	}
 	err := l.exe.Close()
 	l.exe = nil
+	// Parked helpers already started hold their own copies.
+	l.null.Close()
 	return err
 }
 
@@ -288,6 +309,7 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 type Process struct {
 	cmd    *exec.Cmd
 	status *os.File // the helper's status pipe
+	mntns  *os.File // the helper's mount namespace, if held (see holdMountNS)
 }
 
 // Pid returns the helper's host pid (the program's, without a PID namespace).
@@ -307,6 +329,10 @@ func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal
 // if the error came from copying.
 func (p *Process) Wait() (syscall.WaitStatus, error) {
 	err := p.cmd.Wait()
+	if ns := p.mntns; ns != nil {
+		p.mntns = nil
+		go ns.Close()
+	}
 	defer p.status.Close()
 	if p.cmd.ProcessState == nil {
 		return 0, fmt.Errorf("sandbox init: wait: %w", err)

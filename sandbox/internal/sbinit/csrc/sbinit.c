@@ -21,6 +21,19 @@
  * fd 6: with netns, the network namespace to join.
  * fd 7...: with procs=N, N cgroup.procs files (cgroup v1, one per
  *       hierarchy) open for writing: we join those cgroups first thing.
+ *
+ * Parked: sockfaas-init root=P flags=N [procs=N] park
+ *   does everything that does not depend on the program ahead of time (the
+ *   cgroups joined, the mount namespace made private, /proc mounted,
+ *   pivot_root into P, the old root unmounted, no_new_privs and the
+ *   bounding set dropped), closes fd 4 (EOF: parked), and waits on fd 3, a
+ *   SOCK_SEQPACKET socket, for one message: the decimal count of the argv
+ *   strings that follow, those strings (the options and program above,
+ *   without root=), then the environment, all NUL-terminated; and, as
+ *   SCM_RIGHTS, stdin, stdout, stderr, the error pipe, the status pipe, the
+ *   network namespace (with netns) and the cgroup.procs files (procs=N).
+ *   It then goes on as if started with those arguments. EOF instead of a
+ *   message (the Go side went away) just exits.
  */
 #include <asm/signal.h>
 #include <asm/unistd.h>
@@ -43,6 +56,33 @@
 enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5, FD_NETNS = 6, FD_PROCS = 7 };
 enum { MAX_PROCS = 16 }; /* cgroup v1 hierarchies we may be asked to join */
 enum { PATH_BUF = 4096 };
+/* A parked helper's start message: its limits, which the Go side checks. */
+enum { MSG_BUF = 65536, MSG_STRINGS = 1024, MSG_FDS = 6 + MAX_PROCS };
+/* Where received descriptors wait before they move to their numbers. */
+enum { FD_HIGH = 64 };
+
+/* The kernel's msghdr, iovec and cmsghdr, whose only header is libc's. */
+struct iovec_ {
+	void *base;
+	unsigned long len;
+};
+struct msghdr_ {
+	void *name;
+	int namelen;
+	struct iovec_ *iov;
+	unsigned long iovlen;
+	void *control;
+	unsigned long controllen;
+	int flags;
+};
+struct cmsghdr_ {
+	unsigned long len;
+	int level;
+	int type;
+};
+#define SOL_SOCKET_ 1
+#define SCM_RIGHTS_ 1
+#define MSG_CMSG_CLOEXEC_ 0x40000000
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -148,6 +188,7 @@ struct config {
 	int netns; /* join the network namespace open at FD_NETNS */
 	int priv;  /* keep uid, gid and capabilities: a trusted zygote */
 	int nogo;  /* no go pipe: start at once */
+	int park;  /* enter the root, then wait for the rest on FD_GO */
 	unsigned long procs; /* cgroup.procs files at FD_PROCS... */
 	char **argv; /* the program's */
 	char **envp;
@@ -285,12 +326,19 @@ static void parse(struct config *c, char **argv, char **envp)
 			c->priv = 1;
 		else if (after(a, "nogo") && !a[4])
 			c->nogo = 1;
+		else if (after(a, "park") && !a[4])
+			c->park = 1;
 		else if ((v = after(a, "procs=")) && number(v, &c->procs) && c->procs <= MAX_PROCS)
 			;
 		else
 			fail("arguments", -EINVAL);
 	}
-	if (!c->argv || !c->argv[0])
+	if (c->park) {
+		/* Everything but the root and the namespaces comes later. */
+		if (!c->root || c->argv || c->netns || c->host)
+			fail("arguments", -EINVAL);
+		c->nogo = 1;
+	} else if (!c->argv || !c->argv[0])
 		fail("arguments", -EINVAL);
 	/* A network namespace is either made (CLONE_NEWNET) or joined. */
 	if (c->netns && (c->flags & CLONE_NEWNET))
@@ -375,6 +423,142 @@ static void harden_proc(char *proc, unsigned long n)
 	proc[n] = 0;
 }
 
+static void enter_root(const char *root, int as_root, int own_pids);
+static void limit_exec(void);
+static void join_cgroups(unsigned long n);
+
+/*
+ * Receives a parked helper's start message into buf and strs and moves the
+ * descriptors that came with it to their numbers. Returns the number of
+ * argv strings; strs[0..n) are those, strs[n] is 0, and the environment
+ * follows, 0-terminated.
+ */
+static unsigned long receive_start(char *buf, char **strs, const struct config *parked,
+				   struct config *c)
+{
+	union {
+		struct cmsghdr_ h;
+		char b[sizeof(struct cmsghdr_) + MSG_FDS * sizeof(int) + 8];
+	} ctl;
+	struct iovec_ iov = { buf, MSG_BUF - 1 };
+	struct msghdr_ msg = { .iov = &iov, .iovlen = 1, .control = &ctl,
+			       .controllen = sizeof ctl };
+	unsigned long n, argc, i, nstr = 0, nfd, want;
+	int *fds;
+	long ret, hi[MSG_FDS];
+	const char *p, *end;
+
+	do
+		ret = sys3(__NR_recvmsg, FD_GO, &msg, MSG_CMSG_CLOEXEC_);
+	while (ret == -EINTR);
+	if (ret <= 0)
+		exit_now(ret == 0 ? 0 : 127); /* the Go side gave up on us */
+	n = (unsigned long)ret;
+
+	/*
+	 * The descriptors first, out of the way of the numbers they go to
+	 * (recvmsg put them on the lowest free ones), and the error pipe in
+	 * place at once: from here on a failure reaches the Go side.
+	 */
+	nfd = 0;
+	if (msg.controllen >= sizeof(struct cmsghdr_) && ctl.h.level == SOL_SOCKET_ &&
+	    ctl.h.type == SCM_RIGHTS_)
+		nfd = (ctl.h.len - sizeof(struct cmsghdr_)) / sizeof(int);
+	fds = (int *)(ctl.b + sizeof(struct cmsghdr_));
+	if (nfd > MSG_FDS) {
+		for (i = 0; i < nfd; i++)
+			sys1(__NR_close, fds[i]);
+		exit_now(127);
+	}
+	for (i = 0; i < nfd; i++) {
+		hi[i] = sys3(__NR_fcntl, fds[i], F_DUPFD_CLOEXEC, FD_HIGH);
+		sys1(__NR_close, fds[i]);
+		if (hi[i] < 0)
+			exit_now(127);
+	}
+	if (nfd < 5 || msg.flags & 0x8 /* MSG_CTRUNC */)
+		exit_now(127); /* no error pipe to report on */
+	if (sys3(__NR_dup3, hi[3], FD_ERR, O_CLOEXEC) < 0)
+		exit_now(127);
+	sys1(__NR_close, FD_GO);
+	if (msg.flags & 0x20 /* MSG_TRUNC */)
+		fail("receive start", -EMSGSIZE);
+	buf[n] = 0;
+
+	/* The strings: every one NUL-terminated. */
+	for (p = buf, end = buf + n; p < end && nstr < MSG_STRINGS - 2; p += length(p) + 1)
+		strs[nstr++] = (char *)p;
+	if (p != end || nstr == 0 || !number(strs[0], &argc) || argc >= nstr)
+		fail("receive start", -EINVAL);
+	/* strs[0] is the count: shift argv down one, leaving a 0 between it
+	 * and the environment. */
+	for (i = 0; i < argc; i++)
+		strs[i] = strs[i + 1];
+	strs[argc] = 0;
+	strs[nstr] = 0;
+
+	/* argv[0] is the program name parse skips; root and flags stay ours. */
+	strs[MSG_STRINGS - 1] = 0;
+	{
+		char *argv[MSG_STRINGS + 1];
+
+		argv[0] = "sockfaas-init";
+		for (i = 0; i <= argc; i++)
+			argv[i + 1] = strs[i];
+		parse(c, argv, strs + argc + 1);
+		/* parse keeps pointers into argv for the program's arguments:
+		 * point them at strs, which outlives this block. */
+		if (c->argv)
+			c->argv = strs + (c->argv - (argv + 1));
+	}
+	/* Parked without the bounding set: never privileged. */
+	if (c->root || c->park || c->priv || !c->nogo || c->flags != parked->flags)
+		fail("receive start", -EINVAL);
+	c->park = 1;
+
+	want = 5 + (c->netns ? 1 : 0) + c->procs;
+	if (nfd != want)
+		fail("receive start", -EBADF);
+	for (i = 0; i < nfd; i++) {
+		if (i == 3)
+			continue; /* the error pipe, in place already */
+		long to = i < 3 ? (long)i : i == 3 ? FD_ERR : i == 4 ? FD_STATUS
+			: c->netns && i == 5 ? FD_NETNS : FD_PROCS + (long)(i - 5 - (c->netns ? 1 : 0));
+
+		check(sys3(__NR_dup3, hi[i], to, 0), "receive start");
+		sys1(__NR_close, hi[i]);
+	}
+	sys1(__NR_close, hi[3]);
+	sys3(__NR_fcntl, FD_STATUS, F_SETFD, FD_CLOEXEC);
+	return argc;
+}
+
+/*
+ * A parked helper: the mount namespace made private and the root entered
+ * now, the rest once the start message arrives (see receive_start).
+ */
+static void park(struct config *c, char *buf, char **strs)
+{
+	struct config parked = *c;
+
+	join_cgroups(c->procs);
+	check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
+	/* uid 0's /proc protection comes at start, when the uid is known. */
+	enter_root(c->root, 0, c->flags & CLONE_NEWPID);
+	limit_exec();
+	/*
+	 * EOF on the error pipe: parked. The socket takes its number, so that
+	 * nothing recvmsg receives lands there before the new error pipe.
+	 */
+	check(sys3(__NR_dup3, FD_GO, FD_ERR, O_CLOEXEC), "park");
+	receive_start(buf, strs, &parked, c);
+	if (c->uid == 0) {
+		char proc[PATH_BUF] = "/proc";
+
+		harden_proc(proc, 5);
+	}
+}
+
 static void enter_root(const char *root, int as_root, int own_pids)
 {
 	char proc[PATH_BUF];
@@ -412,10 +596,12 @@ static void enter_root(const char *root, int as_root, int own_pids)
  * After this, not even uid 0 holds a capability, and nothing exec'd later
  * can gain one (no_new_privs, empty bounding set) — set-uid files included.
  */
-static void drop_privileges(const struct config *c)
+/*
+ * The half of drop_privileges that takes nothing away from us now, only
+ * from what we exec: a parked helper does it before it parks.
+ */
+static void limit_exec(void)
 {
-	struct __user_cap_header_struct head = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
 	long cap, ret;
 
 	check(sys5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
@@ -426,6 +612,15 @@ static void drop_privileges(const struct config *c)
 			break;
 		check(ret, "drop bounding capabilities");
 	}
+}
+
+static void drop_privileges(const struct config *c, int limited)
+{
+	struct __user_cap_header_struct head = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
+
+	if (!limited)
+		limit_exec();
 	check(sys5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
 	      "clear ambient capabilities");
 	check(sys2(__NR_setgroups, 0, 0), "setgroups");
@@ -575,12 +770,22 @@ void start(long *sp)
 	sys3(__NR_fcntl, FD_ERR, F_SETFD, FD_CLOEXEC);
 	sys3(__NR_fcntl, FD_STATUS, F_SETFD, FD_CLOEXEC);
 	parse(&c, argv, envp);
+	if (c.park) {
+		/* Static: the program's argv and environment live here, and
+		 * the stack has better uses for 64 KiB. Only this one
+		 * process touches them before it execs. */
+		static char buf[MSG_BUF];
+		static char *strs[MSG_STRINGS];
+
+		park(&c, buf, strs);
+	} else if (c.flags & CLONE_NEWNS) {
+		/* so that no mount below reaches the host */
+		check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
+	}
 	join_cgroups(c.procs);
 	if (!c.nogo)
 		wait_for_go();
 
-	if (c.flags & CLONE_NEWNS) /* so that no mount below reaches the host */
-		check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
 	if (c.host && (c.flags & CLONE_NEWUTS))
 		check(sys2(__NR_sethostname, c.host, length(c.host)), "sethostname");
 	if (c.flags & CLONE_NEWNET)
@@ -594,7 +799,7 @@ void start(long *sp)
 	if (c.root)
 		enter_root(c.root, c.uid == 0, c.flags & CLONE_NEWPID);
 	if (!c.priv) {
-		drop_privileges(&c);
+		drop_privileges(&c, c.park);
 		/*
 		 * Not dumpable: a uid-0 program could otherwise open PID 1's
 		 * status pipe through /proc/1/fd and forge its exit status. The

@@ -1,0 +1,361 @@
+package sbinit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotParkable is returned by Parked.Start for a Config a parked helper
+// cannot take; start the program with Launcher.Start instead.
+var ErrNotParkable = errors.New("sandbox init: config does not fit a parked helper")
+
+// The helper's limits on a start message (csrc/sbinit.c: MSG_BUF,
+// MSG_STRINGS), with room for the count.
+const (
+	maxParkedBytes   = 65536 - 16
+	maxParkedStrings = 1024 - 4
+)
+
+// Parked is a helper started ahead of time: it is already PID 1 of its new
+// namespaces and has pivoted into its root (the work that does not depend
+// on the program), and waits for Start. Its mount namespace is a copy of
+// the caller's taken at Park: mounts made under the root afterwards are
+// not in it.
+type Parked struct {
+	root  string
+	flags uintptr
+	cmd   *exec.Cmd
+
+	mu    sync.Mutex
+	sock  *os.File // nil once Start or Close has used it
+	mntns *os.File // see holdMountNS; goes to the Process
+	null  *os.File // the Launcher's /dev/null, for nil stdio
+}
+
+// Park starts a helper in new namespaces (Cloneflags as in Config, which
+// must include CLONE_NEWNS), lets it join the cgroups of procs (as
+// Config.CgroupProcs; may be none) and enter root, then returns once it
+// waits for Start. Close a Parked that is never started.
+func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, procs []*os.File) (*Parked, error) {
+	cfg := Config{Root: root, Cloneflags: cloneflags, Args: []string{"-"}, CgroupFD: -1, CgroupProcs: procs}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if root == "" || cloneflags&unix.CLONE_NEWNET != 0 {
+		return nil, fmt.Errorf("sandbox init: park needs a root and no CLONE_NEWNET: %w", ErrNotParkable)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("socketpair", err))
+	}
+	sock, child := os.NewFile(uintptr(fds[0]), "park"), os.NewFile(uintptr(fds[1]), "park")
+	defer child.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("sandbox init: %w", err)
+	}
+	defer errR.Close()
+	args := []string{"sockfaas-init", "root=" + root, "flags=" + strconv.FormatUint(uint64(cloneflags), 10), "park"}
+	if len(procs) > 0 {
+		args = append(args, "procs="+strconv.Itoa(len(procs)))
+	}
+	cmd := &exec.Cmd{
+		Path:        l.path,
+		Args:        args,
+		Env:         []string{},
+		ExtraFiles:  extraFiles(child, errW, nil, nil, procs),
+		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cloneflags, Setsid: true},
+	}
+	l.mu.RLock()
+	if l.exe == nil {
+		l.mu.RUnlock()
+		errW.Close()
+		sock.Close()
+		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
+	}
+	// A /dev/null of its own for nil stdio at Start: the Launcher's may be
+	// closed by then.
+	nullFD, err := unix.FcntlInt(l.null.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err == nil {
+		err = cmd.Start()
+	}
+	l.mu.RUnlock()
+	var null *os.File
+	if nullFD >= 0 {
+		null = os.NewFile(uintptr(nullFD), os.DevNull)
+		if err != nil {
+			null.Close()
+		}
+	}
+	errW.Close()
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("sandbox init: park helper: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	report, err := io.ReadAll(io.LimitReader(errR, 4096))
+	if !stop() || err != nil || len(report) > 0 {
+		sock.Close()
+		null.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			return nil, fmt.Errorf("sandbox init: read park report: %w", err)
+		}
+		return nil, parseStepError(string(report), &cfg)
+	}
+	return &Parked{root: root, flags: cloneflags, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null}, nil
+}
+
+// holdMountNS opens process pid's mount namespace, or returns nil. Whoever
+// drops a mount namespace's last reference unmounts its tree and waits for
+// an RCU grace period (namespace_unlock's synchronize_rcu_expedited), 50 to
+// 100 µs here. Holding one moves that wait out of the helper's exit, which
+// Process.Wait waits for, into a goroutine after it.
+func holdMountNS(pid int) *os.File {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// Pid returns the parked helper's host pid.
+func (p *Parked) Pid() int { return p.cmd.Process.Pid }
+
+// Root returns the root the helper entered.
+func (p *Parked) Root() string { return p.root }
+
+// Close kills and reaps a helper that was never started. After Start it is
+// a no-op: the Process owns the helper.
+func (p *Parked) Close() error {
+	p.mu.Lock()
+	sock := p.sock
+	p.sock = nil
+	p.mu.Unlock()
+	if sock == nil {
+		return nil
+	}
+	sock.Close() // the helper reads EOF and exits; the kill is for a stuck one
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	if p.mntns != nil {
+		p.mntns.Close()
+	}
+	p.null.Close()
+	return nil
+}
+
+// fits says why cfg cannot go to p, or nil.
+func (p *Parked) fits(cfg *Config) error {
+	switch {
+	case cfg.Cloneflags != p.flags:
+		return fmt.Errorf("%w: namespaces differ", ErrNotParkable)
+	case cfg.Privileged:
+		return fmt.Errorf("%w: privileged (a parked helper has dropped its bounding set)", ErrNotParkable)
+	case cfg.CgroupFD >= 0 || cfg.Attach != nil:
+		return fmt.Errorf("%w: cgroup through CgroupFD or Attach (use CgroupProcs)", ErrNotParkable)
+	}
+	for _, f := range []any{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
+		if _, ok := f.(*os.File); f != nil && !ok {
+			return fmt.Errorf("%w: stdio that is not an *os.File", ErrNotParkable)
+		}
+	}
+	return nil
+}
+
+// message encodes cfg as the helper's start message (see csrc/sbinit.c),
+// or returns ErrNotParkable if it is too big.
+func (p *Parked) message(cfg *Config) ([]byte, error) {
+	c := *cfg
+	c.Root = ""    // entered at Park
+	c.Attach = nil // nogo
+	args := c.helperArgs()[1:]
+	env := c.Env
+	if len(args)+len(env)+1 > maxParkedStrings {
+		return nil, fmt.Errorf("%w: %d arguments and environment strings", ErrNotParkable, len(args)+len(env))
+	}
+	n := 0
+	for _, s := range args {
+		n += len(s) + 1
+	}
+	for _, s := range env {
+		n += len(s) + 1
+	}
+	if n+8 > maxParkedBytes {
+		return nil, fmt.Errorf("%w: %d bytes of arguments and environment", ErrNotParkable, n)
+	}
+	msg := make([]byte, 0, n+8)
+	msg = strconv.AppendInt(msg, int64(len(args)), 10)
+	msg = append(msg, 0)
+	for _, s := range args {
+		msg = append(append(msg, s...), 0)
+	}
+	for _, s := range env {
+		msg = append(append(msg, s...), 0)
+	}
+	return msg, nil
+}
+
+// Start hands cfg to the parked helper, which goes on exactly as
+// Launcher.Start's would, and returns once the program has been exec'd.
+// cfg.Root is ignored (the helper is in the root it parked in, wherever
+// that has been renamed to since). cfg must have the Cloneflags given to
+// Park, not be Privileged, join its cgroups through CgroupProcs (not
+// CgroupFD or Attach), and have nil or *os.File stdio; otherwise Start
+// returns an error wrapping ErrNotParkable and the helper stays parked.
+// ErrNotParkable also comes back, with the helper reaped, if the helper
+// died while parked. A parked helper starts at most once.
+func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := p.fits(&cfg); err != nil {
+		return nil, err
+	}
+	msg, err := p.message(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	sock := p.sock
+	p.sock = nil
+	p.mu.Unlock()
+	if sock == nil {
+		return nil, fmt.Errorf("sandbox init: parked helper already used: %w", os.ErrClosed)
+	}
+	defer func() {
+		if sock != nil {
+			sock.Close()
+		}
+	}()
+	abort := func(err error) (*Process, error) {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+		p.null.Close() // closing twice is harmless
+		if p.mntns != nil {
+			p.mntns.Close()
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+
+	// Plain blocking pipes, not os.Pipe: the report is read by a blocking
+	// read(2) in this goroutine, which the helper's exec wakes directly,
+	// without a round trip through the runtime's network poller.
+	var pipes [4]int // err r/w, status r/w
+	for i := range pipes {
+		pipes[i] = -1
+	}
+	defer func() {
+		for _, fd := range pipes {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	for i := 0; i < len(pipes); i += 2 {
+		if err := unix.Pipe2(pipes[i:i+2], unix.O_CLOEXEC); err != nil {
+			return abort(fmt.Errorf("sandbox init: %w", os.NewSyscallError("pipe2", err)))
+		}
+	}
+	var rights []int
+	for _, v := range []any{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
+		f, ok := v.(*os.File)
+		if !ok || f == nil {
+			f = p.null
+		}
+		rights = append(rights, int(f.Fd()))
+	}
+	rights = append(rights, pipes[1], pipes[3])
+	if cfg.NetNS != nil {
+		rights = append(rights, int(cfg.NetNS.Fd()))
+	}
+	for _, f := range cfg.CgroupProcs {
+		rights = append(rights, int(f.Fd()))
+	}
+	err = unix.Sendmsg(int(sock.Fd()), msg, unix.UnixRights(rights...), nil, 0)
+	// The descriptors went into the message: their files must not be
+	// finalized (and closed) before sendmsg returned.
+	runtime.KeepAlive(cfg.Stdin)
+	runtime.KeepAlive(cfg.Stdout)
+	runtime.KeepAlive(cfg.Stderr)
+	runtime.KeepAlive(cfg.NetNS)
+	runtime.KeepAlive(cfg.CgroupProcs)
+	runtime.KeepAlive(p.null)
+	if err == nil {
+		p.null.Close() // the helper has its own now
+	}
+	if err != nil {
+		if err == unix.EPIPE || err == unix.ECONNRESET || err == unix.ECONNREFUSED {
+			// The helper is gone (killed, say): nothing of cfg ran.
+			return abort(fmt.Errorf("%w: helper gone: %w", ErrNotParkable, os.NewSyscallError("sendmsg", err)))
+		}
+		// Nothing was sent (a closed stdio file, say): still parked.
+		p.mu.Lock()
+		p.sock, sock = sock, nil
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrNotParkable, os.NewSyscallError("sendmsg", err))
+	}
+	// The helper's ends live in the helper only now, so EOF on the error
+	// pipe means what the protocol says.
+	unix.Close(pipes[1])
+	unix.Close(pipes[3])
+	pipes[1], pipes[3] = -1, -1
+
+	stop := context.AfterFunc(ctx, func() { _ = p.cmd.Process.Kill() })
+	report, err := readReport(pipes[0])
+	if !stop() {
+		return abort(nil)
+	}
+	if err != nil {
+		return abort(fmt.Errorf("sandbox init: read helper report: %w", err))
+	}
+	if len(report) > 0 {
+		return abort(parseStepError(string(report), &cfg))
+	}
+	status := os.NewFile(uintptr(pipes[2]), "status")
+	pipes[2] = -1
+	return &Process{cmd: p.cmd, status: status, mntns: p.mntns}, nil
+}
+
+// readReport reads the helper's error pipe to EOF, at most 4 KiB.
+func readReport(fd int) ([]byte, error) {
+	var buf [4096]byte
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, os.NewSyscallError("read", err)
+		case m == 0:
+			return buf[:n], nil
+		}
+		n += m
+	}
+	return buf[:n], nil
+}
