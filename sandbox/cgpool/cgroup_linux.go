@@ -37,6 +37,9 @@ type Cgroup struct {
 	// high-water mark seen through that fd only (Linux 6.12+).
 	peakFD        int
 	peakResetable bool
+	// oomFD is the OOM counter file, kept open once read: one pread per
+	// Wait instead of open, read and close.
+	oomFD int
 	// join are the cgroup.procs files, open for writing (JoinFiles).
 	join []*os.File
 }
@@ -60,7 +63,7 @@ type cgFiles struct {
 }
 
 func (p *Pool) newCgroup(name string) *Cgroup {
-	c := &Cgroup{pool: p, name: name, peakFD: -1}
+	c := &Cgroup{pool: p, name: name, peakFD: -1, oomFD: -1}
 	leaf := path.Base(name)
 	for _, d := range p.tree.dirs {
 		c.paths = append(c.paths, d+"/"+leaf)
@@ -154,13 +157,30 @@ func (c *Cgroup) prepare(l Limits) error {
 		}
 	}
 	if f.oom != "" {
-		n, err := readKeyed(f.oom, "oom_kill")
+		n, err := c.readOOMLocked()
 		if err != nil {
 			return err
 		}
 		c.oomBase = n
 	}
 	return nil
+}
+
+// readOOMLocked reads the kernel's OOM kill counter through oomFD.
+func (c *Cgroup) readOOMLocked() (uint64, error) {
+	if c.oomFD < 0 {
+		fd, err := openFile(c.files.oom, unix.O_RDONLY)
+		if err != nil {
+			return 0, err
+		}
+		c.oomFD = fd
+	}
+	var a [512]byte
+	b, err := readFD(c.oomFD, c.files.oom, a[:0], true)
+	if err != nil {
+		return 0, err
+	}
+	return keyedValue(c.files.oom, b, "oom_kill")
 }
 
 func (c *Cgroup) setMemory(n int64) error {
@@ -217,6 +237,10 @@ func (c *Cgroup) closeFiles() {
 	if c.peakFD >= 0 {
 		_ = unix.Close(c.peakFD)
 		c.peakFD = -1
+	}
+	if c.oomFD >= 0 {
+		_ = unix.Close(c.oomFD)
+		c.oomFD = -1
 	}
 	for _, f := range c.join {
 		_ = f.Close()
@@ -446,13 +470,13 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 }
 
 func (c *Cgroup) oomKills() (uint64, error) {
-	n, err := readKeyed(c.files.oom, "oom_kill")
+	c.mu.Lock()
+	n, err := c.readOOMLocked()
+	base := c.oomBase
+	c.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	base := c.oomBase
-	c.mu.Unlock()
 	if n < base {
 		return 0, nil
 	}
