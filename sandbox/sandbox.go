@@ -47,7 +47,9 @@ type Backend interface {
 type Sandbox interface {
 	// ID is the name given at Create.
 	ID() string
-	// Info describes where the sandbox lives on the host.
+	// Info describes where the sandbox lives on the host. Once Destroy has
+	// finished it may list nothing but the ID and backend: a backend that
+	// pools roots and cgroups hands them to other sandboxes.
 	Info() Info
 	// Start runs a process inside the sandbox. The first process creates the
 	// sandbox's namespaces; a backend may refuse a second one with

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sockfaas/sockfaas/internal/testutil"
@@ -22,11 +23,17 @@ type leftovers struct {
 	// procs maps host pid to its start time, so a pid the kernel hands to
 	// an unrelated new process is not mistaken for a survivor.
 	procs map[int]string
+	// pidns are the PID namespaces those processes live in. Whatever the
+	// sandbox leaves behind descends from them and stays in one of them
+	// (it has no right to make new ones); a process in its old cgroup from
+	// any other namespace is a new owner's, who got the cgroup from the
+	// pool, possibly ahead of time (a backend's parked sandboxes).
+	pidns map[uint64]bool
 }
 
 func snapshot(sb sandbox.Sandbox) leftovers {
 	info := sb.Info()
-	l := leftovers{id: sb.ID(), root: info.Root, cgroups: info.Cgroups, procs: map[int]string{}}
+	l := leftovers{id: sb.ID(), root: info.Root, cgroups: info.Cgroups, procs: map[int]string{}, pidns: map[uint64]bool{}}
 	pids := append([]int(nil), info.Pids...)
 	for _, dir := range info.Cgroups {
 		members, _ := cgroupProcs(dir)
@@ -35,9 +42,21 @@ func snapshot(sb sandbox.Sandbox) leftovers {
 	for _, pid := range pids {
 		if _, started, ok := procStat(pid); ok {
 			l.procs[pid] = started
+			if ns, ok := pidNS(pid); ok {
+				l.pidns[ns] = true
+			}
 		}
 	}
 	return l
+}
+
+// pidNS returns the inode of process pid's PID namespace.
+func pidNS(pid int) (uint64, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
 }
 
 // assertGone reports every process, mount and cgroup member that is still
@@ -58,8 +77,16 @@ func (l leftovers) assertGone(t *testing.T) {
 		members, err := cgroupProcs(dir)
 		if err != nil {
 			t.Errorf("sandbox %s: %v", l.id, err)
-		} else if len(members) > 0 {
-			t.Errorf("sandbox %s: cgroup %s still holds %v after Destroy", l.id, dir, members)
+			continue
+		}
+		var ours []int
+		for _, pid := range members {
+			if ns, ok := pidNS(pid); ok && l.pidns[ns] {
+				ours = append(ours, pid)
+			}
+		}
+		if len(ours) > 0 {
+			t.Errorf("sandbox %s: cgroup %s still holds %v after Destroy", l.id, dir, ours)
 		}
 	}
 }
