@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/lean"
 )
 
 // lifecycle is one create -> run /bin/true -> wait -> destroy.
@@ -33,9 +34,12 @@ func lifecycle(ctx context.Context, be sandbox.Backend, id string, spec sandbox.
 // BenchmarkLifecycle times create -> run /bin/true -> wait -> destroy for
 // every variant in one run, and a plain process (fork+exec+wait of
 // /bin/true, no isolation) as the floor. lean uses the default namespaces (mount, pid,
-// ipc, uts; networking comes from pre-built shared namespaces); lean-netns
-// adds a fresh network namespace per sandbox, as libcontainer, crun and runc
-// all do, for a like-for-like comparison.
+// ipc, uts; networking comes from pre-built shared namespaces) and the
+// backend's defaults, parked init helpers included: work done ahead of
+// time, on the other core, as crun and runc cannot. lean-unparked turns
+// parking off (lean.WithParked(0)): what a sandbox costs when nothing is
+// ready. lean-netns adds a fresh network namespace per sandbox, as
+// libcontainer, crun and runc all do, for a like-for-like comparison.
 func BenchmarkLifecycle(b *testing.B) {
 	requireRoot(b)
 	ctx := context.Background()
@@ -45,6 +49,7 @@ func BenchmarkLifecycle(b *testing.B) {
 		spec sandbox.Spec
 	}{
 		{"lean", newLean, sandbox.Spec{}},
+		{"lean-unparked", func(b *testing.B) sandbox.Backend { return newLeanBackend(b, lean.WithParked(0)) }, sandbox.Spec{}},
 		{"lean-netns", newLean, sandbox.Spec{Namespaces: sandbox.DefaultNamespaces | sandbox.NSNet}},
 		{"libcontainer", newLibct, sandbox.Spec{}},
 	}

@@ -139,6 +139,9 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 		lean.WithStateDir(filepath.Join(cfg.stateDir, "lean")),
 		lean.WithCgroupName(cfg.cgroup),
 		lean.WithPoolSize(max(lean.DefaultPoolSize, cfg.generic+8)),
+		// Every function sandbox has a code mount point, so none is of
+		// the default root a parked helper waits in.
+		lean.WithParked(0),
 		lean.WithLogger(cfg.log)); err != nil {
 		return nil, fmt.Errorf("new invoker: lean backend: %w", err)
 	}

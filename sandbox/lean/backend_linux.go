@@ -34,6 +34,12 @@ type Backend struct {
 	cgroups  *cgpool.Pool
 	launcher *sbinit.Launcher
 
+	// Parked sandboxes (WithParked), and the goroutine that parks them.
+	parked      chan parked
+	needPark    chan struct{}
+	stopParking context.CancelFunc
+	parkingDone chan struct{}
+
 	mu       sync.Mutex
 	live     map[string]*Sandbox // includes IDs being created (nil value)
 	closed   bool
@@ -107,6 +113,7 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 		return nil, fmt.Errorf("cgroup pool: %w", cgpoolError(err))
 	}
 	undo = append(undo, func() { _ = b.cgroups.Close(context.Background()) })
+	b.startParking()
 	b.log.Info().Str("state", cfg.stateDir).Str("cgroup", cfg.cgroup).Int("pool", cfg.poolSize).
 		Str("cgroups", b.layout.Version.String()).Msg("lean backend ready")
 	return b, nil
@@ -226,28 +233,39 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 		}
 	}()
 
-	root, err := b.roots.Build(ctx, id, spec.Root)
-	if err != nil {
-		if errors.Is(err, fsbind.ErrInvalid) {
-			err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+	var p parked
+	ok := false
+	if parkable(spec) {
+		p, ok = b.takeParked(id)
+	}
+	if ok {
+		// The helper is in the cgroup already; only the limits are new.
+		if err := b.cgroups.Reset(ctx, p.cg, cgLimits(spec.Limits)); err != nil {
+			_ = p.helper.Close()
+			_ = p.root.Release()
+			return nil, fmt.Errorf("create %q: %w", id, cgpoolError(err))
 		}
-		return nil, fmt.Errorf("create %q: %w", id, err)
+	} else {
+		if p.root, err = b.roots.Build(ctx, id, spec.Root); err != nil {
+			if errors.Is(err, fsbind.ErrInvalid) {
+				err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+			}
+			return nil, fmt.Errorf("create %q: %w", id, err)
+		}
+		if p.cg, err = b.cgroups.Get(ctx, cgLimits(spec.Limits)); err != nil {
+			_ = p.root.Release()
+			return nil, fmt.Errorf("create %q: %w", id, cgpoolError(err))
+		}
 	}
-	cg, err := b.cgroups.Get(ctx, cgLimits(spec.Limits))
-	if err != nil {
-		_ = root.Teardown()
-		return nil, fmt.Errorf("create %q: %w", id, cgpoolError(err))
-	}
-	s := &Sandbox{b: b, id: id, spec: spec, root: root, cg: cg}
-	if err := writeRecord(root.Dir, record{ID: id, Root: root.Path, Cgroup: cg.Name(), Created: time.Now()}); err != nil {
-		_ = b.cgroups.Put(ctx, cg)
-		_ = root.Teardown()
+	s := &Sandbox{b: b, id: id, spec: spec, root: p.root, cg: p.cg, parked: p.helper}
+	if err := writeRecord(p.root.Dir, record{ID: id, Root: p.root.Path, Cgroup: p.cg.Name(), Created: time.Now()}); err != nil {
+		b.discard(p)
 		return nil, fmt.Errorf("create %q: %w", id, err)
 	}
 	b.mu.Lock()
 	b.live[id] = s
 	b.mu.Unlock()
-	b.log.Debug().Str("sandbox", id).Str("cgroup", cg.Name()).Msg("created")
+	b.log.Debug().Str("sandbox", id).Str("cgroup", p.cg.Name()).Bool("parked", ok).Msg("created")
 	return s, nil
 }
 
@@ -324,6 +342,7 @@ func (b *Backend) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	b.stopParked()
 	if err := b.cgroups.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close cgroup pool: %w", err))
 	}

@@ -3,7 +3,18 @@
 // that pay for themselves (mount, pid, ipc, uts by default), and limits from
 // a pool of pre-created cgroups (cgpool) that are emptied and reused. Roots
 // of the default Spec are built ahead, in the background, so that Create
-// mostly takes one ready-made.
+// mostly takes one ready-made, and Destroy gives a root that is as it was
+// built (nothing left in /tmp, /dev/shm or the scratch directory) back as
+// such a spare instead of unmounting it.
+//
+// With WithParked (on by default), the backend also keeps a few sandboxes
+// of the default root and namespaces one step further: an init helper
+// already cloned into fresh namespaces, in a pooled cgroup and pivoted into
+// the root, waiting for a program. Create takes one and Start only hands it
+// the program: the clone, the copy of the host's mount table, the pivot and
+// the unmount of the host's mounts (with its RCU grace period) have
+// happened on the other core. Bind, CloneRoot and StartPrivileged discard
+// the parked helper, as does Destroy of a sandbox that never started.
 //
 // A process is started through a tiny static init helper (sandbox/internal/
 // sbinit) that Go execs with the clone flags: it mounts /proc from inside the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -183,6 +184,21 @@ func TestCleanupAfterSIGKILL(t *testing.T) {
 	}
 	if len(cgDirs) == 0 {
 		t.Fatal("expected the killed process's cgroups to still exist")
+	}
+
+	// Every process in the pool's cgroups, parked init helpers included
+	// (they wait in pooled cgroups of their own), must go too.
+	members, _ := filepath.Glob(filepath.Join(cgDirs[0], "*", "cgroup.procs"))
+	for _, f := range members {
+		data, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(field); err == nil && !slices.Contains(pids, pid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	if len(pids) < 4 {
+		t.Errorf("pool cgroups held %v: want the 3 sandboxes and the parked helpers", pids)
 	}
 
 	if err := lean.Cleanup(ctx, state, cg, zerolog.Nop()); err != nil {

@@ -11,6 +11,7 @@ const (
 	DefaultStateDir   = "/run/sockfaas/lean"
 	DefaultCgroupName = "/sockfaas"
 	DefaultPoolSize   = 16
+	DefaultParked     = 2
 )
 
 // Option configures a Backend.
@@ -20,6 +21,7 @@ type config struct {
 	stateDir string
 	cgroup   string
 	poolSize int
+	parked   int
 	layout   *cgpool.Layout
 	log      zerolog.Logger
 }
@@ -29,6 +31,7 @@ func defaults() config {
 		stateDir: DefaultStateDir,
 		cgroup:   DefaultCgroupName,
 		poolSize: DefaultPoolSize,
+		parked:   DefaultParked,
 		log:      zerolog.Nop(),
 	}
 }
@@ -51,3 +54,12 @@ func WithCgroupLayout(l *cgpool.Layout) Option { return func(c *config) { c.layo
 
 // WithLogger injects the logger; the default discards.
 func WithLogger(l zerolog.Logger) Option { return func(c *config) { c.log = l } }
+
+// WithParked sets how many sandbox init helpers the backend keeps parked:
+// started ahead of time in fresh namespaces and already pivoted into a
+// default root, waiting for a program. A Create with the default root and
+// namespaces takes one, and its first Start skips the clone, the mount
+// namespace copy, the pivot and the unmount of the host's mounts (about a
+// quarter of a millisecond here). 0 turns parking off. Each parked helper
+// is a sleeping process holding a root.
+func WithParked(n int) Option { return func(c *config) { c.parked = max(n, 0) } }

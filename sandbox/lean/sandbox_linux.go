@@ -38,7 +38,8 @@ type Sandbox struct {
 	cg   *cgpool.Cgroup
 
 	mu         sync.Mutex
-	proc       *Process // the running process tree, if any
+	parked     *sbinit.Parked // a helper parked in root, until the first Start
+	proc       *Process       // the running process tree, if any
 	pids       []int
 	paused     bool
 	destroyed  bool
@@ -57,6 +58,11 @@ func (s *Sandbox) Scratch() string { return s.root.Scratch }
 func (s *Sandbox) Info() sandbox.Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.destroyed {
+		// The root and cgroup are back in their pools, or other
+		// sandboxes' by now.
+		return sandbox.Info{ID: s.id, Backend: "lean"}
+	}
 	return sandbox.Info{
 		ID:      s.id,
 		Backend: "lean",
@@ -113,6 +119,10 @@ func (s *Sandbox) CloneRoot() (*os.File, error) {
 	if err := s.usableLocked("clone root"); err != nil {
 		return nil, err
 	}
+	// Whoever attaches the copy can change the root's filesystems beyond
+	// what Release checks.
+	s.root.Taint()
+	s.dropParkedLocked()
 	return s.root.Clone()
 }
 
@@ -138,6 +148,8 @@ func (s *Sandbox) Bind(source, dest string) error {
 	if err := s.usableLocked("bind"); err != nil {
 		return err
 	}
+	// The parked helper's copy of the root predates the mount.
+	s.dropParkedLocked()
 	if err := s.root.Bind(source, dest); err != nil {
 		if errors.Is(err, fsbind.ErrInvalid) {
 			err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
@@ -171,6 +183,11 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 		return nil, fmt.Errorf("start in %q: a process tree is already running (pid %d): %w", s.id, s.proc.Pid(), sandbox.ErrUnsupported)
 	}
 
+	if privileged {
+		s.root.Taint()
+	}
+	helper := s.parked
+	s.parked = nil
 	user := sandbox.DefaultUser
 	if p.User != nil {
 		user = *p.User
@@ -194,33 +211,32 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 		CgroupFD:   -1,
 		Privileged: privileged,
 	}
-	if s.b.layout.Version == cgpool.V2 {
-		// clone3(CLONE_INTO_CGROUP): the child is born in the cgroup.
-		dir, err := s.cg.OpenDir()
-		if err != nil {
-			return nil, fmt.Errorf("start in %q: %w", s.id, err)
-		}
-		defer dir.Close()
-		cfg.CgroupFD = int(dir.Fd())
-	} else {
-		// v1: the helper joins every hierarchy itself before anything
-		// else, through files the pool keeps open.
-		procs, err := s.cg.JoinFiles()
-		if err != nil {
-			return nil, fmt.Errorf("start in %q: %w", s.id, err)
-		}
-		cfg.CgroupProcs = procs
-	}
 	if s.spec.NetNS != "" {
 		f, err := os.Open(s.spec.NetNS)
 		if err != nil {
+			if helper != nil {
+				_ = helper.Close()
+			}
 			return nil, fmt.Errorf("start in %q: network namespace: %w", s.id, err)
 		}
 		defer f.Close()
 		cfg.NetNS = f
 	}
-	oomBefore, _ := s.cg.OOMKills()
-	sp, err := s.b.launcher.Start(ctx, cfg)
+	// The pool counts OOM kills from Get (or Reset) on: nothing has run in
+	// the cgroup before the first tree.
+	var oomBefore uint64
+	if s.proc != nil {
+		oomBefore, _ = s.cg.OOMKills()
+	}
+	var sp *sbinit.Process
+	var err error
+	parkedOK := false
+	if helper != nil {
+		sp, parkedOK, err = s.startParked(ctx, helper, cfg)
+	}
+	if !parkedOK {
+		sp, err = s.startNew(ctx, cfg)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrInvalid) {
 			err = fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
@@ -235,8 +251,31 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 	// Only the live tree: the previous one has exited, and its pids may
 	// already belong to someone else.
 	s.pids = []int{sp.Pid()}
-	s.b.log.Debug().Str("sandbox", s.id).Int("pid", sp.Pid()).Strs("args", p.Args).Msg("started")
+	s.b.log.Debug().Str("sandbox", s.id).Int("pid", sp.Pid()).Strs("args", p.Args).Bool("parked", parkedOK).Msg("started")
 	return proc, nil
+}
+
+// startNew starts cfg through a new helper, which joins the sandbox's
+// cgroup as it is born (v2) or first thing (v1).
+func (s *Sandbox) startNew(ctx context.Context, cfg sbinit.Config) (*sbinit.Process, error) {
+	if s.b.layout.Version == cgpool.V2 {
+		// clone3(CLONE_INTO_CGROUP): the child is born in the cgroup.
+		dir, err := s.cg.OpenDir()
+		if err != nil {
+			return nil, err
+		}
+		defer dir.Close()
+		cfg.CgroupFD = int(dir.Fd())
+	} else {
+		// v1: the helper joins every hierarchy itself before anything
+		// else, through files the pool keeps open.
+		procs, err := s.cg.JoinFiles()
+		if err != nil {
+			return nil, err
+		}
+		cfg.CgroupProcs = procs
+	}
+	return s.b.launcher.Start(ctx, cfg)
 }
 
 // Pause implements sandbox.Sandbox.
@@ -324,6 +363,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.destroyed = true
 	s.gone = make(chan struct{})
 	proc, paused := s.proc, s.paused
+	s.dropParkedLocked()
 	s.mu.Unlock()
 	s.destroyErr = s.destroy(proc, paused)
 	close(s.gone)
@@ -362,7 +402,9 @@ func (s *Sandbox) destroy(proc *Process, paused bool) error {
 		errs = append(errs, fmt.Errorf("release cgroup: %w", err))
 	}
 	_ = os.Remove(filepath.Join(s.root.Dir, recordName))
-	if err := s.root.Teardown(); err != nil {
+	// A clean root goes back to the builder as a spare, like the cgroup
+	// to its pool: the next sandbox gets it without a mount or unmount.
+	if err := s.root.Release(); err != nil {
 		errs = append(errs, fmt.Errorf("tear down root: %w", err))
 	}
 	s.b.forget(s.id)

@@ -1,0 +1,178 @@
+package lean
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/sockfaas/sockfaas/fsbind"
+	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/cgpool"
+	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
+)
+
+// A parked sandbox: a default root and an init helper already in its own
+// namespaces and pivoted into it (see WithParked). The root's name starts
+// with '_', which no sandbox ID does.
+type parked struct {
+	root   *fsbind.Root
+	cg     *cgpool.Cgroup // the helper is in it already
+	helper *sbinit.Parked
+}
+
+// parkFlags are the namespaces parked helpers have: the default ones.
+var parkFlags = (&Sandbox{spec: sandbox.Spec{Namespaces: sandbox.DefaultNamespaces}}).cloneflags()
+
+// discard kills the helper and gives the cgroup and the root back.
+func (b *Backend) discard(p parked) {
+	if p.helper != nil {
+		_ = p.helper.Close()
+	}
+	_ = b.cgroups.Put(context.Background(), p.cg)
+	_ = p.root.Release()
+}
+
+// parkable says whether a sandbox of spec can use a parked helper: the
+// default root and namespaces. A shared network namespace (NetNS) is
+// joined at Start, so it does not matter.
+func parkable(spec sandbox.Spec) bool {
+	return spec.Root.IsDefault() && spec.Namespaces == sandbox.DefaultNamespaces
+}
+
+// startParking starts the goroutine that keeps cfg.parked helpers parked.
+func (b *Backend) startParking() {
+	if b.cfg.parked == 0 {
+		return
+	}
+	b.parked = make(chan parked, b.cfg.parked)
+	b.needPark = make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stopParking = cancel
+	b.parkingDone = make(chan struct{})
+	go b.keepParked(ctx)
+}
+
+func (b *Backend) keepParked(ctx context.Context) {
+	defer close(b.parkingDone)
+	for seq := 0; ; seq++ {
+		if len(b.parked) == cap(b.parked) {
+			select {
+			case <-b.needPark:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		p, err := b.park(ctx, seq)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			b.log.Warn().Err(err).Msg("cannot park a sandbox init helper")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+				continue
+			}
+		}
+		select {
+		case b.parked <- p:
+		case <-ctx.Done():
+			b.discard(p)
+			return
+		}
+	}
+}
+
+func (b *Backend) park(ctx context.Context, seq int) (parked, error) {
+	root, err := b.roots.Build(ctx, "_park-"+strconv.Itoa(seq), fsbind.Spec{})
+	if err != nil {
+		return parked{}, err
+	}
+	cg, err := b.cgroups.Get(ctx, cgpool.Limits{})
+	if err != nil {
+		_ = root.Release()
+		return parked{}, cgpoolError(err)
+	}
+	var helper *sbinit.Parked
+	procs, err := cg.JoinFiles()
+	if err == nil {
+		helper, err = b.launcher.Park(ctx, root.Path, parkFlags, procs)
+	}
+	if err != nil {
+		_ = b.cgroups.Put(context.Background(), cg)
+		_ = root.Release()
+		return parked{}, err
+	}
+	return parked{root: root, cg: cg, helper: helper}, nil
+}
+
+// takeParked returns a parked sandbox, its root renamed to id, if one is
+// ready.
+func (b *Backend) takeParked(id string) (parked, bool) {
+	if b.parked == nil {
+		return parked{}, false
+	}
+	var p parked
+	select {
+	case p = <-b.parked:
+	default:
+		return parked{}, false
+	}
+	select {
+	case b.needPark <- struct{}{}:
+	default:
+	}
+	root, err := p.root.Rename(id)
+	if err != nil {
+		b.log.Warn().Err(err).Str("sandbox", id).Msg("cannot use a parked sandbox")
+		b.discard(p)
+		return parked{}, false
+	}
+	p.root = root
+	return p, true
+}
+
+// stopParked stops parking and discards what is parked.
+func (b *Backend) stopParked() {
+	if b.parked == nil {
+		return
+	}
+	b.stopParking()
+	<-b.parkingDone
+	for {
+		select {
+		case p := <-b.parked:
+			b.discard(p)
+		default:
+			return
+		}
+	}
+}
+
+// startParked starts cfg in the sandbox's parked helper. ok is false when
+// the helper cannot take cfg (or died while parked): it is gone then, and
+// the caller starts cfg the usual way.
+func (s *Sandbox) startParked(ctx context.Context, helper *sbinit.Parked, cfg sbinit.Config) (_ *sbinit.Process, ok bool, _ error) {
+	cfg.CgroupFD, cfg.CgroupProcs = -1, nil // the helper joined at Park
+	sp, err := helper.Start(ctx, cfg)
+	if errors.Is(err, sbinit.ErrNotParkable) {
+		_ = helper.Close()
+		if !errors.Is(err, os.ErrClosed) {
+			s.b.log.Debug().Err(err).Str("sandbox", s.id).Msg("parked helper not used")
+		}
+		return nil, false, nil
+	}
+	return sp, true, err
+}
+
+// dropParkedLocked discards a parked helper the sandbox will not use.
+func (s *Sandbox) dropParkedLocked() {
+	if s.parked != nil {
+		_ = s.parked.Close()
+		s.parked = nil
+	}
+}
