@@ -36,10 +36,11 @@ type Parked struct {
 	flags uintptr
 	cmd   *exec.Cmd
 
-	mu    sync.Mutex
-	sock  *os.File // nil once Start or Close has used it
-	mntns *os.File // see holdMountNS; goes to the Process
-	null  *os.File // the Launcher's /dev/null, for nil stdio
+	mu     sync.Mutex
+	sock   *os.File // nil once Start or Close has used it
+	mntns  *os.File // see holdMountNS; goes to the Process
+	null   *os.File // /dev/null of its own, for nil stdio
+	status *os.File // the status pipe; goes to the Process
 }
 
 // Park starts a helper in new namespaces (Cloneflags as in Config, which
@@ -69,15 +70,25 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 		return nil, fmt.Errorf("sandbox init: %w", err)
 	}
 	defer errR.Close()
-	args := []string{"sockfaas-init", "root=" + root, "flags=" + strconv.FormatUint(uint64(cloneflags), 10), "park"}
+	// The status pipe is PID 1's from the start: it forks the program's
+	// process at Park and only waits for it afterwards.
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		errW.Close()
+		sock.Close()
+		return nil, fmt.Errorf("sandbox init: %w", err)
+	}
+	defer statusW.Close()
+	args := []string{"sockfaas-init", "root=" + root, "flags=" + strconv.FormatUint(uint64(cloneflags), 10)}
 	if len(procs) > 0 {
 		args = append(args, "procs="+strconv.Itoa(len(procs)))
 	}
+	args = append(args, "park")
 	cmd := &exec.Cmd{
 		Path:        l.path,
 		Args:        args,
 		Env:         []string{},
-		ExtraFiles:  extraFiles(child, errW, nil, nil, procs),
+		ExtraFiles:  extraFiles(child, errW, statusW, nil, procs),
 		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cloneflags, Setsid: true},
 	}
 	l.mu.RLock()
@@ -85,6 +96,7 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 		l.mu.RUnlock()
 		errW.Close()
 		sock.Close()
+		statusR.Close()
 		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
 	}
 	// A /dev/null of its own for nil stdio at Start: the Launcher's may be
@@ -102,8 +114,10 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 		}
 	}
 	errW.Close()
+	statusW.Close()
 	if err != nil {
 		sock.Close()
+		statusR.Close()
 		return nil, fmt.Errorf("sandbox init: park helper: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
@@ -111,6 +125,7 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 	if !stop() || err != nil || len(report) > 0 {
 		sock.Close()
 		null.Close()
+		statusR.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		switch {
@@ -121,7 +136,7 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 		}
 		return nil, parseStepError(string(report), &cfg)
 	}
-	return &Parked{root: root, flags: cloneflags, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null}, nil
+	return &Parked{root: root, flags: cloneflags, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null, status: statusR}, nil
 }
 
 // holdMountNS opens process pid's mount namespace, or returns nil. Whoever
@@ -160,6 +175,7 @@ func (p *Parked) Close() error {
 		p.mntns.Close()
 	}
 	p.null.Close()
+	p.status.Close()
 	return nil
 }
 
@@ -170,8 +186,8 @@ func (p *Parked) fits(cfg *Config) error {
 		return fmt.Errorf("%w: namespaces differ", ErrNotParkable)
 	case cfg.Privileged:
 		return fmt.Errorf("%w: privileged (a parked helper has dropped its bounding set)", ErrNotParkable)
-	case cfg.CgroupFD >= 0 || cfg.Attach != nil:
-		return fmt.Errorf("%w: cgroup through CgroupFD or Attach (use CgroupProcs)", ErrNotParkable)
+	case cfg.CgroupFD >= 0 || cfg.Attach != nil || len(cfg.CgroupProcs) > 0:
+		return fmt.Errorf("%w: cgroups are joined at Park", ErrNotParkable)
 	}
 	for _, f := range []any{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
 		if _, ok := f.(*os.File); f != nil && !ok {
@@ -218,8 +234,9 @@ func (p *Parked) message(cfg *Config) ([]byte, error) {
 // Launcher.Start's would, and returns once the program has been exec'd.
 // cfg.Root is ignored (the helper is in the root it parked in, wherever
 // that has been renamed to since). cfg must have the Cloneflags given to
-// Park, not be Privileged, join its cgroups through CgroupProcs (not
-// CgroupFD or Attach), and have nil or *os.File stdio; otherwise Start
+// Park, not be Privileged, have no cgroups of its own (CgroupFD, Attach,
+// CgroupProcs: the helper joined Park's), and have nil or *os.File stdio;
+// otherwise Start
 // returns an error wrapping ErrNotParkable and the helper stays parked.
 // ErrNotParkable also comes back, with the helper reaped, if the helper
 // died while parked. A parked helper starts at most once.
@@ -253,6 +270,7 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 		p.null.Close() // closing twice is harmless
+		p.status.Close()
 		if p.mntns != nil {
 			p.mntns.Close()
 		}
@@ -265,7 +283,7 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 	// Plain blocking pipes, not os.Pipe: the report is read by a blocking
 	// read(2) in this goroutine, which the helper's exec wakes directly,
 	// without a round trip through the runtime's network poller.
-	var pipes [4]int // err r/w, status r/w
+	var pipes [2]int // the error pipe's ends
 	for i := range pipes {
 		pipes[i] = -1
 	}
@@ -289,12 +307,9 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 		rights = append(rights, int(f.Fd()))
 	}
-	rights = append(rights, pipes[1], pipes[3])
+	rights = append(rights, pipes[1])
 	if cfg.NetNS != nil {
 		rights = append(rights, int(cfg.NetNS.Fd()))
-	}
-	for _, f := range cfg.CgroupProcs {
-		rights = append(rights, int(f.Fd()))
 	}
 	err = unix.Sendmsg(int(sock.Fd()), msg, unix.UnixRights(rights...), nil, 0)
 	// The descriptors went into the message: their files must not be
@@ -303,7 +318,6 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 	runtime.KeepAlive(cfg.Stdout)
 	runtime.KeepAlive(cfg.Stderr)
 	runtime.KeepAlive(cfg.NetNS)
-	runtime.KeepAlive(cfg.CgroupProcs)
 	runtime.KeepAlive(p.null)
 	if err == nil {
 		p.null.Close() // the helper has its own now
@@ -322,8 +336,7 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 	// The helper's ends live in the helper only now, so EOF on the error
 	// pipe means what the protocol says.
 	unix.Close(pipes[1])
-	unix.Close(pipes[3])
-	pipes[1], pipes[3] = -1, -1
+	pipes[1] = -1
 
 	stop := context.AfterFunc(ctx, func() { _ = p.cmd.Process.Kill() })
 	report, err := readReport(pipes[0])
@@ -336,9 +349,7 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if len(report) > 0 {
 		return abort(parseStepError(string(report), &cfg))
 	}
-	status := os.NewFile(uintptr(pipes[2]), "status")
-	pipes[2] = -1
-	return &Process{cmd: p.cmd, status: status, mntns: p.mntns}, nil
+	return &Process{cmd: p.cmd, status: p.status, mntns: p.mntns}, nil
 }
 
 // readReport reads the helper's error pipe to EOF, at most 4 KiB.

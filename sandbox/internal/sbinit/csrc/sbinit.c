@@ -26,14 +26,16 @@
  *   does everything that does not depend on the program ahead of time (the
  *   cgroups joined, the mount namespace made private, /proc mounted,
  *   pivot_root into P, the old root unmounted, no_new_privs and the
- *   bounding set dropped), closes fd 4 (EOF: parked), and waits on fd 3, a
+ *   bounding set dropped; with a PID namespace, PID 2 forked, which does
+ *   the rest while PID 1 waits for it with fd 5, the status pipe), turns
+ *   fd 4 into a copy of fd 3 (EOF: parked), and waits on fd 3, a
  *   SOCK_SEQPACKET socket, for one message: the decimal count of the argv
  *   strings that follow, those strings (the options and program above,
- *   without root=), then the environment, all NUL-terminated; and, as
- *   SCM_RIGHTS, stdin, stdout, stderr, the error pipe, the status pipe, the
- *   network namespace (with netns) and the cgroup.procs files (procs=N).
- *   It then goes on as if started with those arguments. EOF instead of a
- *   message (the Go side went away) just exits.
+ *   without root= and procs=), then the environment, all NUL-terminated;
+ *   and, as SCM_RIGHTS, stdin, stdout, stderr, the error pipe and the
+ *   network namespace (with netns). It then goes on as if started with
+ *   those arguments. EOF instead of a message (the Go side went away)
+ *   just exits.
  */
 #include <asm/signal.h>
 #include <asm/unistd.h>
@@ -426,6 +428,8 @@ static void harden_proc(char *proc, unsigned long n)
 static void enter_root(const char *root, int as_root, int own_pids);
 static void limit_exec(void);
 static void join_cgroups(unsigned long n);
+static __attribute__((noreturn)) void init_loop(long child);
+static __attribute__((noreturn)) void program_main(const struct config *c);
 
 /*
  * Receives a parked helper's start message into buf and strs and moves the
@@ -476,7 +480,7 @@ static unsigned long receive_start(char *buf, char **strs, const struct config *
 		if (hi[i] < 0)
 			exit_now(127);
 	}
-	if (nfd < 5 || msg.flags & 0x8 /* MSG_CTRUNC */)
+	if (nfd < 4 || msg.flags & 0x8 /* MSG_CTRUNC */)
 		exit_now(127); /* no error pipe to report on */
 	if (sys3(__NR_dup3, hi[3], FD_ERR, O_CLOEXEC) < 0)
 		exit_now(127);
@@ -511,25 +515,22 @@ static unsigned long receive_start(char *buf, char **strs, const struct config *
 		if (c->argv)
 			c->argv = strs + (c->argv - (argv + 1));
 	}
-	/* Parked without the bounding set: never privileged. */
-	if (c->root || c->park || c->priv || !c->nogo || c->flags != parked->flags)
+	/* Parked without the bounding set: never privileged; cgroups were
+	 * joined at Park. */
+	if (c->root || c->park || c->priv || c->procs || !c->nogo || c->flags != parked->flags)
 		fail("receive start", -EINVAL);
 	c->park = 1;
 
-	want = 5 + (c->netns ? 1 : 0) + c->procs;
+	want = 4 + (c->netns ? 1 : 0);
 	if (nfd != want)
 		fail("receive start", -EBADF);
 	for (i = 0; i < nfd; i++) {
 		if (i == 3)
 			continue; /* the error pipe, in place already */
-		long to = i < 3 ? (long)i : i == 3 ? FD_ERR : i == 4 ? FD_STATUS
-			: c->netns && i == 5 ? FD_NETNS : FD_PROCS + (long)(i - 5 - (c->netns ? 1 : 0));
-
-		check(sys3(__NR_dup3, hi[i], to, 0), "receive start");
+		check(sys3(__NR_dup3, hi[i], i < 3 ? (long)i : FD_NETNS, 0), "receive start");
 		sys1(__NR_close, hi[i]);
 	}
 	sys1(__NR_close, hi[3]);
-	sys3(__NR_fcntl, FD_STATUS, F_SETFD, FD_CLOEXEC);
 	return argc;
 }
 
@@ -546,6 +547,28 @@ static void park(struct config *c, char *buf, char **strs)
 	/* uid 0's /proc protection comes at start, when the uid is known. */
 	enter_root(c->root, 0, c->flags & CLONE_NEWPID);
 	limit_exec();
+	if (c->flags & CLONE_NEWPID) {
+		/*
+		 * PID 2, the program to be, is forked now too: Start wakes it
+		 * and it execs, with no fork in between. PID 1 keeps only the
+		 * status pipe (from Park); the socket and the error pipe are
+		 * PID 2's.
+		 */
+		unsigned long all = ~0UL;
+		long child;
+
+		check(sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, 0, sizeof all), "block signals");
+		child = check(sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0), "fork");
+		if (child > 0) {
+			sys1(__NR_close, FD_GO);
+			sys1(__NR_close, FD_ERR);
+			sys1(__NR_close, 0);
+			sys1(__NR_close, 1);
+			sys1(__NR_close, 2);
+			init_loop(child);
+		}
+		sys1(__NR_close, FD_STATUS);
+	}
 	/*
 	 * EOF on the error pipe: parked. The socket takes its number, so that
 	 * nothing recvmsg receives lands there before the new error pipe.
@@ -705,8 +728,7 @@ static __attribute__((noreturn)) void program_main(const struct config *c)
 static __attribute__((noreturn)) void run_init(const struct config *c)
 {
 	unsigned long all = ~0UL;
-	long child, pid, sig;
-	int status;
+	long child;
 	/* The program's stack until it execs (see spawn). */
 	char stack[SPAWN_STACK] __attribute__((aligned(16)));
 
@@ -722,6 +744,19 @@ static __attribute__((noreturn)) void run_init(const struct config *c)
 	sys1(__NR_close, 0);
 	sys1(__NR_close, 1);
 	sys1(__NR_close, 2);
+	init_loop(child);
+}
+
+/*
+ * The rest of PID 1's life, with every signal blocked: forward signals to
+ * child, reap orphans, report child's status on FD_STATUS and exit with it.
+ */
+static __attribute__((noreturn)) void init_loop(long child)
+{
+	unsigned long all = ~0UL;
+	long pid, sig;
+	int status;
+
 	for (;;) {
 		sig = sys4(__NR_rt_sigtimedwait, &all, 0, 0, sizeof all);
 		if (sig != SIGCHLD) {
@@ -810,6 +845,8 @@ void start(long *sp)
 	check(sys1(__NR_chdir, c.dir), "chdir");
 	close_inherited();
 
+	if (c.park)
+		program_main(&c); /* PID 2 already, or no PID namespace */
 	if (c.flags & CLONE_NEWPID)
 		run_init(&c);
 	exec_program(&c);
