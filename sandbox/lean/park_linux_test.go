@@ -59,8 +59,13 @@ func createParked(t *testing.T, b *lean.Backend) (sandbox.Sandbox, int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pids := cgroupPids(t, sb); len(pids) == 1 {
-			return sb, pids[0]
+		// A parked helper: its PID 1 and the PID 2 it forked.
+		if pids := cgroupPids(t, sb); len(pids) == 2 {
+			for _, pid := range pids {
+				if !slices.Contains(pids, ppid(t, pid)) {
+					return sb, pid
+				}
+			}
 		}
 		if err := sb.Destroy(ctx); err != nil {
 			t.Fatal(err)
@@ -233,3 +238,18 @@ func TestNotParked(t *testing.T) {
 }
 
 func fsbindSpecWithMountPoint() fsbind.Spec { return fsbind.Spec{MountPoints: []string{"/code"}} }
+
+func ppid(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return -1
+}
