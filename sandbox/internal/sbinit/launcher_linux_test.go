@@ -388,11 +388,19 @@ func TestMissingProgram(t *testing.T) {
 	wantExit(t, ws, 0)
 }
 
-func TestBadRoot(t *testing.T) {
-	testutil.RequiresRoot(t)
-	dir := testutil.StateDir(t)
-	// Not a mount point: inside a tmpfs, and on the host's root file
-	// system (which pivot_root refuses differently).
+// badRoot is a root the helper must refuse, and the step and errno it
+// must refuse it with.
+type badRoot struct {
+	root, step string
+	errno      syscall.Errno
+}
+
+// badRoots makes roots that are not mount points (inside a tmpfs, and on
+// the host's root file system, which pivot_root refuses differently) and
+// names one that does not exist, all under dir. notMount is the first.
+func badRoots(t *testing.T) (cases []badRoot, notMount, dir string) {
+	t.Helper()
+	dir = testutil.StateDir(t)
 	tmpfs := filepath.Join(dir, "fs")
 	must(t, os.Mkdir(tmpfs, 0o755))
 	must(t, unix.Mount("tmpfs", tmpfs, "tmpfs", 0, "size=1m"))
@@ -400,16 +408,20 @@ func TestBadRoot(t *testing.T) {
 	notMount, onHostRoot := filepath.Join(tmpfs, "plain"), filepath.Join(dir, "plain")
 	must(t, os.MkdirAll(filepath.Join(notMount, "proc"), 0o755))
 	must(t, os.MkdirAll(filepath.Join(onHostRoot, "proc"), 0o755))
-	l := newLauncher(t)
-	before := mountPoints(t)
-	cases := []struct {
-		root, step string
-		errno      syscall.Errno
-	}{
+	cases = []badRoot{
 		{notMount, "pivot_root", unix.EINVAL},
 		{onHostRoot, "pivot_root", unix.EBUSY},
 		{filepath.Join(dir, "missing"), "mount proc", unix.ENOENT},
+		{filepath.Join(dir, "plain", "proc", "nosuch"), "mount proc", unix.ENOENT},
 	}
+	return cases, notMount, dir
+}
+
+func TestBadRoot(t *testing.T) {
+	testutil.RequiresRoot(t)
+	cases, notMount, dir := badRoots(t)
+	l := newLauncher(t)
+	before := mountPoints(t)
 	for _, c := range cases {
 		p, err := l.Start(context.Background(), sandboxConfig(c.root, "true"))
 		if err == nil {

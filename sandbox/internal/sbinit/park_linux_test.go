@@ -704,27 +704,10 @@ func TestParkAfterLauncherClose(t *testing.T) {
 func TestParkRefused(t *testing.T) {
 	testutil.RequiresRoot(t)
 	checkNoLeaks(t)
-	dir := testutil.StateDir(t)
-	tmpfs := filepath.Join(dir, "fs")
-	must(t, os.Mkdir(tmpfs, 0o755))
-	must(t, unix.Mount("tmpfs", tmpfs, "tmpfs", 0, "size=1m"))
-	t.Cleanup(func() { must(t, unix.Unmount(tmpfs, unix.MNT_DETACH)) })
-	notMount, onHostRoot := filepath.Join(tmpfs, "plain"), filepath.Join(dir, "plain")
-	must(t, os.MkdirAll(filepath.Join(notMount, "proc"), 0o755))
-	must(t, os.MkdirAll(filepath.Join(onHostRoot, "proc"), 0o755))
+	cases, notMount, dir := badRoots(t)
 	l := newLauncher(t)
 	before := mountPoints(t)
 	children := childPids(t)
-
-	cases := []struct {
-		root, step string
-		errno      syscall.Errno
-	}{
-		{notMount, "pivot_root", unix.EINVAL},
-		{onHostRoot, "pivot_root", unix.EBUSY},
-		{filepath.Join(dir, "missing"), "mount proc", unix.ENOENT},
-		{filepath.Join(dir, "plain", "proc", "nosuch"), "mount proc", unix.ENOENT},
-	}
 	for _, c := range cases {
 		pk, err := l.Park(context.Background(), c.root, allNS, nil)
 		if err == nil {
