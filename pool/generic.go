@@ -116,30 +116,44 @@ func NewGeneric[T any](cfg GenericConfig[T]) (*Generic[T], error) {
 // when the cache is empty; fromCache says which. It never waits for the
 // background refill. The caller owns the item: Close does not destroy it.
 func (g *Generic[T]) Get(ctx context.Context) (item T, fromCache bool, err error) {
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		return item, false, ErrClosed
+	item, ok, err := g.take()
+	if ok || err != nil {
+		return item, ok, err
 	}
-	if n := len(g.ready); n > 0 {
-		item = g.ready[0]
-		var zero T
-		g.ready[0] = zero // let the item go when the caller drops it
-		g.ready = g.ready[1:]
-		g.stats.Hits++
-		g.refillLocked()
-		g.mu.Unlock()
-		return item, true, nil
-	}
-	g.stats.Misses++
-	g.refillLocked()
-	g.mu.Unlock()
-
 	item, err = g.cfg.Make(ctx)
 	if err != nil {
 		return item, false, fmt.Errorf("make generic sandbox: %w", err)
 	}
 	return item, false, nil
+}
+
+// TryGet takes a ready item if there is one, and never builds one itself:
+// for a caller whose own way without the cache is cheaper than Make. ok is
+// false when the cache is empty or closed. Like Get it counts a hit or a
+// miss and wakes the refill.
+func (g *Generic[T]) TryGet() (item T, ok bool) {
+	item, ok, _ = g.take()
+	return item, ok
+}
+
+// take takes the oldest ready item, if any; err is ErrClosed after Close.
+func (g *Generic[T]) take() (item T, ok bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return item, false, ErrClosed
+	}
+	defer g.refillLocked()
+	if len(g.ready) == 0 {
+		g.stats.Misses++
+		return item, false, nil
+	}
+	item = g.ready[0]
+	var zero T
+	g.ready[0] = zero // let the item go when the caller drops it
+	g.ready = g.ready[1:]
+	g.stats.Hits++
+	return item, true, nil
 }
 
 // Stats returns a snapshot of the cache's counters.

@@ -163,6 +163,51 @@ func TestGenericGetWhenEmptyMakesSynchronously(t *testing.T) {
 
 var errBoom = errors.New("boom")
 
+// TryGet takes only what is ready: on an empty cache it returns at once,
+// counts a miss and leaves Make to the refill.
+func TestGenericTryGet(t *testing.T) {
+	checkLeaks(t)
+	it := newItems()
+	gate := make(chan struct{})
+	var calls atomic.Int32
+	g, err := NewGeneric(GenericConfig[int]{
+		Make: func(ctx context.Context) (int, error) {
+			calls.Add(1)
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			return it.make(), nil
+		},
+		Destroy: it.destroy,
+		Target:  1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "background make to start", func() bool { return calls.Load() == 1 })
+	if n, ok := g.TryGet(); ok {
+		t.Errorf("TryGet on an empty cache: %d", n)
+	}
+	if s := g.Stats(); s.Misses != 1 || calls.Load() != 1 {
+		t.Errorf("stats %+v, %d Make calls: want 1 miss and only the refill's Make", s, calls.Load())
+	}
+	close(gate)
+	eventually(t, "refill", func() bool { return g.Stats().Ready == 1 })
+	if n, ok := g.TryGet(); !ok || n != 1 {
+		t.Errorf("TryGet on a ready cache: %d, %v", n, ok)
+	}
+	if s := g.Stats(); s.Hits != 1 {
+		t.Errorf("stats %+v: want 1 hit", s)
+	}
+	_ = it.destroy(context.Background(), 1) // the caller's item
+	closeGeneric(t, g)
+	if n, ok := g.TryGet(); ok {
+		t.Errorf("TryGet after Close: %d", n)
+	}
+}
+
 func TestGenericMakeFailuresBackOff(t *testing.T) {
 	checkLeaks(t)
 	it := newItems()

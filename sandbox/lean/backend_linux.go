@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sockfaas/sockfaas/fsbind"
 	"github.com/sockfaas/sockfaas/internal/statedir"
+	"github.com/sockfaas/sockfaas/pool"
 	"github.com/sockfaas/sockfaas/sandbox"
 	"github.com/sockfaas/sockfaas/sandbox/cgpool"
 	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
@@ -34,11 +36,8 @@ type Backend struct {
 	cgroups  *cgpool.Pool
 	launcher *sbinit.Launcher
 
-	// Parked sandboxes (WithParked), and the goroutine that parks them.
-	parked      chan parked
-	needPark    chan struct{}
-	stopParking context.CancelFunc
-	parkingDone chan struct{}
+	parked  *pool.Generic[parked] // WithParked; nil without
+	parkSeq atomic.Uint64         // names parked roots
 
 	mu       sync.Mutex
 	live     map[string]*Sandbox // includes IDs being created (nil value)
@@ -113,7 +112,9 @@ func New(ctx context.Context, opts ...Option) (_ *Backend, err error) {
 		return nil, fmt.Errorf("cgroup pool: %w", cgpoolError(err))
 	}
 	undo = append(undo, func() { _ = b.cgroups.Close(context.Background()) })
-	b.startParking()
+	if err := b.startParking(); err != nil {
+		return nil, fmt.Errorf("parking: %w", err)
+	}
 	b.log.Info().Str("state", cfg.stateDir).Str("cgroup", cfg.cgroup).Int("pool", cfg.poolSize).
 		Str("cgroups", b.layout.Version.String()).Msg("lean backend ready")
 	return b, nil
@@ -342,7 +343,9 @@ func (b *Backend) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	b.stopParked()
+	if err := b.stopParked(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop parking: %w", err))
+	}
 	if err := b.cgroups.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close cgroup pool: %w", err))
 	}

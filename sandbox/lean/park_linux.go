@@ -3,11 +3,10 @@ package lean
 import (
 	"context"
 	"errors"
-	"os"
 	"strconv"
-	"time"
 
 	"github.com/sockfaas/sockfaas/fsbind"
+	"github.com/sockfaas/sockfaas/pool"
 	"github.com/sockfaas/sockfaas/sandbox"
 	"github.com/sockfaas/sockfaas/sandbox/cgpool"
 	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
@@ -21,9 +20,6 @@ type parked struct {
 	cg     *cgpool.Cgroup // the helper is in it already
 	helper *sbinit.Parked
 }
-
-// parkFlags are the namespaces parked helpers have: the default ones.
-var parkFlags = (&Sandbox{spec: sandbox.Spec{Namespaces: sandbox.DefaultNamespaces}}).cloneflags()
 
 // discard kills the helper and gives the cgroup and the root back.
 func (b *Backend) discard(p parked) {
@@ -41,54 +37,26 @@ func parkable(spec sandbox.Spec) bool {
 	return spec.Root.IsDefault() && spec.Namespaces == sandbox.DefaultNamespaces
 }
 
-// startParking starts the goroutine that keeps cfg.parked helpers parked.
-func (b *Backend) startParking() {
+// startParking starts the background refill that keeps cfg.parked
+// sandboxes parked: a pool.Generic cache, from which Create only ever
+// takes (TryGet): without a parked one, the usual start is cheaper than
+// parking one on the caller's path.
+func (b *Backend) startParking() error {
 	if b.cfg.parked == 0 {
-		return
+		return nil
 	}
-	b.parked = make(chan parked, b.cfg.parked)
-	b.needPark = make(chan struct{}, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	b.stopParking = cancel
-	b.parkingDone = make(chan struct{})
-	go b.keepParked(ctx)
+	var err error
+	b.parked, err = pool.NewGeneric(pool.GenericConfig[parked]{
+		Make:    b.park,
+		Destroy: func(_ context.Context, p parked) error { b.discard(p); return nil },
+		Target:  b.cfg.parked,
+		Logger:  b.log.With().Str("cache", "parked").Logger(),
+	})
+	return err
 }
 
-func (b *Backend) keepParked(ctx context.Context) {
-	defer close(b.parkingDone)
-	for seq := 0; ; seq++ {
-		if len(b.parked) == cap(b.parked) {
-			select {
-			case <-b.needPark:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		p, err := b.park(ctx, seq)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			b.log.Warn().Err(err).Msg("cannot park a sandbox init helper")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-				continue
-			}
-		}
-		select {
-		case b.parked <- p:
-		case <-ctx.Done():
-			b.discard(p)
-			return
-		}
-	}
-}
-
-func (b *Backend) park(ctx context.Context, seq int) (parked, error) {
-	root, err := b.roots.Build(ctx, "_park-"+strconv.Itoa(seq), fsbind.Spec{})
+func (b *Backend) park(ctx context.Context) (parked, error) {
+	root, err := b.roots.Build(ctx, "_park-"+strconv.FormatUint(b.parkSeq.Add(1), 10), fsbind.Spec{})
 	if err != nil {
 		return parked{}, err
 	}
@@ -100,7 +68,7 @@ func (b *Backend) park(ctx context.Context, seq int) (parked, error) {
 	var helper *sbinit.Parked
 	procs, err := cg.JoinFiles()
 	if err == nil {
-		helper, err = b.launcher.Park(ctx, root.Path, parkFlags, procs)
+		helper, err = b.launcher.Park(ctx, root.Path, cloneflags(sandbox.DefaultNamespaces), procs)
 	}
 	if err != nil {
 		_ = b.cgroups.Put(context.Background(), cg)
@@ -116,15 +84,9 @@ func (b *Backend) takeParked(id string) (parked, bool) {
 	if b.parked == nil {
 		return parked{}, false
 	}
-	var p parked
-	select {
-	case p = <-b.parked:
-	default:
+	p, ok := b.parked.TryGet()
+	if !ok {
 		return parked{}, false
-	}
-	select {
-	case b.needPark <- struct{}{}:
-	default:
 	}
 	root, err := p.root.Rename(id)
 	if err != nil {
@@ -137,20 +99,11 @@ func (b *Backend) takeParked(id string) (parked, bool) {
 }
 
 // stopParked stops parking and discards what is parked.
-func (b *Backend) stopParked() {
+func (b *Backend) stopParked(ctx context.Context) error {
 	if b.parked == nil {
-		return
+		return nil
 	}
-	b.stopParking()
-	<-b.parkingDone
-	for {
-		select {
-		case p := <-b.parked:
-			b.discard(p)
-		default:
-			return
-		}
-	}
+	return b.parked.Close(ctx)
 }
 
 // startParked starts cfg in the sandbox's parked helper. ok is false when
@@ -161,9 +114,7 @@ func (s *Sandbox) startParked(ctx context.Context, helper *sbinit.Parked, cfg sb
 	sp, err := helper.Start(ctx, cfg)
 	if errors.Is(err, sbinit.ErrNotParkable) {
 		_ = helper.Close()
-		if !errors.Is(err, os.ErrClosed) {
-			s.b.log.Debug().Err(err).Str("sandbox", s.id).Msg("parked helper not used")
-		}
+		s.b.log.Debug().Err(err).Str("sandbox", s.id).Msg("parked helper not used")
 		return nil, false, nil
 	}
 	return sp, true, err
