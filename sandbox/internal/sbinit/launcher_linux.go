@@ -289,18 +289,29 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		goW.Close()
 	}
 
-	report, err := io.ReadAll(io.LimitReader(errR, 4096))
-	if !stop() {
-		return abort(nil) // ctx ended: the helper was (or is being) killed
-	}
-	if err != nil {
-		return abort(fmt.Errorf("sandbox init: read helper report: %w", err))
-	}
-	if len(report) > 0 {
-		return abort(parseStepError(string(report), &cfg))
+	if err := awaitReport(ctx, stop, errR, &cfg); err != nil {
+		return abort(err)
 	}
 	pipes[2] = nil // statusR now belongs to the Process
 	return &Process{cmd: cmd, status: statusR}, nil
+}
+
+// awaitReport reads the helper's error pipe r to EOF: at most 4 KiB, a
+// "<step>: <errno>" report, or nothing once the program has been exec'd
+// (every copy of the pipe is close-on-exec). stop is the context.AfterFunc
+// that kills the helper when ctx ends; if it fired, awaitReport returns
+// ctx's error. A report comes back as a *StepError.
+func awaitReport(ctx context.Context, stop func() bool, r io.Reader, cfg *Config) error {
+	report, err := io.ReadAll(io.LimitReader(r, 4096))
+	switch {
+	case !stop():
+		return ctx.Err() // the helper was (or is being) killed
+	case err != nil:
+		return fmt.Errorf("sandbox init: read helper report: %w", err)
+	case len(report) > 0:
+		return parseStepError(string(report), cfg)
+	}
+	return nil
 }
 
 // Process is a program started by Launcher.Start. Its host pid is the

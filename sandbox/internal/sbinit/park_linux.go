@@ -121,20 +121,13 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 		return nil, fmt.Errorf("sandbox init: park helper: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
-	report, err := io.ReadAll(io.LimitReader(errR, 4096))
-	if !stop() || err != nil || len(report) > 0 {
+	if err := awaitReport(ctx, stop, errR, &cfg); err != nil {
 		sock.Close()
 		null.Close()
 		statusR.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		switch {
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case err != nil:
-			return nil, fmt.Errorf("sandbox init: read park report: %w", err)
-		}
-		return nil, parseStepError(string(report), &cfg)
+		return nil, err
 	}
 	return &Parked{root: root, flags: cloneflags, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null, status: statusR}, nil
 }
@@ -169,6 +162,12 @@ func (p *Parked) Close() error {
 		return nil
 	}
 	sock.Close() // the helper reads EOF and exits; the kill is for a stuck one
+	p.kill()
+	return nil
+}
+
+// kill kills and reaps the helper and closes what it was given.
+func (p *Parked) kill() {
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 	if p.mntns != nil {
@@ -176,7 +175,6 @@ func (p *Parked) Close() error {
 	}
 	p.null.Close()
 	p.status.Close()
-	return nil
 }
 
 // fits says why cfg cannot go to p, or nil.
@@ -267,13 +265,7 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 	}()
 	abort := func(err error) (*Process, error) {
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
-		p.null.Close() // closing twice is harmless
-		p.status.Close()
-		if p.mntns != nil {
-			p.mntns.Close()
-		}
+		p.kill()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -283,9 +275,9 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 	// Plain blocking pipes, not os.Pipe: the report is read by a blocking
 	// read(2) in this goroutine, which the helper's exec wakes directly,
 	// without a round trip through the runtime's network poller.
-	var pipes [2]int // the error pipe's ends
-	for i := range pipes {
-		pipes[i] = -1
+	pipes := []int{-1, -1} // the error pipe's ends
+	if err := unix.Pipe2(pipes, unix.O_CLOEXEC); err != nil {
+		return abort(fmt.Errorf("sandbox init: %w", os.NewSyscallError("pipe2", err)))
 	}
 	defer func() {
 		for _, fd := range pipes {
@@ -294,11 +286,6 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 			}
 		}
 	}()
-	for i := 0; i < len(pipes); i += 2 {
-		if err := unix.Pipe2(pipes[i:i+2], unix.O_CLOEXEC); err != nil {
-			return abort(fmt.Errorf("sandbox init: %w", os.NewSyscallError("pipe2", err)))
-		}
-	}
 	var rights []int
 	for _, v := range []any{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
 		f, ok := v.(*os.File)
@@ -339,34 +326,27 @@ func (p *Parked) Start(ctx context.Context, cfg Config) (*Process, error) {
 	pipes[1] = -1
 
 	stop := context.AfterFunc(ctx, func() { _ = p.cmd.Process.Kill() })
-	report, err := readReport(pipes[0])
-	if !stop() {
-		return abort(nil)
-	}
-	if err != nil {
-		return abort(fmt.Errorf("sandbox init: read helper report: %w", err))
-	}
-	if len(report) > 0 {
-		return abort(parseStepError(string(report), &cfg))
+	if err := awaitReport(ctx, stop, fdReader(pipes[0]), &cfg); err != nil {
+		return abort(err)
 	}
 	return &Process{cmd: p.cmd, status: p.status, mntns: p.mntns}, nil
 }
 
-// readReport reads the helper's error pipe to EOF, at most 4 KiB.
-func readReport(fd int) ([]byte, error) {
-	var buf [4096]byte
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
+// fdReader reads a blocking descriptor with plain read(2), in the calling
+// goroutine's thread, which the writer then wakes directly.
+type fdReader int
+
+func (fd fdReader) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(fd), b)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return nil, os.NewSyscallError("read", err)
-		case m == 0:
-			return buf[:n], nil
+			return 0, os.NewSyscallError("read", err)
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
 		}
-		n += m
+		return n, nil
 	}
-	return buf[:n], nil
 }
