@@ -72,9 +72,9 @@ func (s *Sandbox) Info() sandbox.Info {
 	}
 }
 
-func (s *Sandbox) cloneflags() uintptr {
+// cloneflags are the clone flags that make the namespaces ns.
+func cloneflags(ns sandbox.Namespaces) uintptr {
 	var f uintptr
-	ns := s.spec.Namespaces
 	if ns.Has(sandbox.NSMount) {
 		f |= unix.CLONE_NEWNS
 	}
@@ -198,7 +198,7 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 	}
 	cfg := sbinit.Config{
 		Root:       s.root.Path,
-		Cloneflags: s.cloneflags(),
+		Cloneflags: cloneflags(s.spec.Namespaces),
 		Hostname:   s.spec.Hostname,
 		UID:        user.UID,
 		GID:        user.GID,
