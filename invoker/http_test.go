@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/sockfaas/sockfaas/internal/testutil"
 )
 
 // fakeService is the Service the HTTP tests drive: functions live in a
@@ -984,7 +985,7 @@ func TestMetricsRegisterer(t *testing.T) {
 }
 
 func TestHTTPLogger(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	h := NewHandler(newFakeService("", "hello"), WithHTTPLogger(zerolog.New(&buf).Level(zerolog.DebugLevel)))
 	call(t, h, "POST", "/v1/functions/hello/invoke", nil, nil)
 	var ev map[string]any
@@ -1009,33 +1010,10 @@ func TestHTTPLogger(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
-}
-
 // TestHTTPClientGone checks that a client that hangs up mid-call is only
 // logged, and that its invocation's context is canceled.
 func TestHTTPClientGone(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	fs := newFakeService("", "hello")
 	entered := make(chan struct{})
 	fs.invoke = func(ctx context.Context, name string, payload []byte, o InvokeOptions) (*Result, error) {

@@ -3,7 +3,6 @@
 package main_test
 
 import (
-	"bytes"
 	"net"
 	"net/http"
 	"os"
@@ -11,29 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockfaas/sockfaas/internal/testutil"
 )
-
-// lockedBuffer collects a running process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -49,8 +31,8 @@ func freePort(t *testing.T) string {
 type server struct {
 	cmd      *exec.Cmd
 	endpoint string
-	stdout   lockedBuffer
-	stderr   lockedBuffer
+	stdout   testutil.SyncBuffer
+	stderr   testutil.SyncBuffer
 	exited   chan struct{}
 	err      error
 }
@@ -283,7 +265,7 @@ func TestRunTokenAndDrain(t *testing.T) {
 	}
 	// A call in flight when SIGTERM comes still gets its answer.
 	inflight := c.command("invoke", "sleepy", "--data", `{"sleep": 1.5}`, "--endpoint", s.endpoint, "--token", "s3cret")
-	var out lockedBuffer
+	var out testutil.SyncBuffer
 	inflight.Stdout, inflight.Stderr = &out, &out
 	if err := inflight.Start(); err != nil {
 		t.Fatal(err)

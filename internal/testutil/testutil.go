@@ -4,11 +4,13 @@
 package testutil
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
@@ -77,4 +79,32 @@ func CheckNothingLeft(tb testing.TB, state, cg string) {
 	if dirs = append(dirs, more...); len(dirs) > 0 {
 		tb.Errorf("cgroups left: %v", dirs)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that a test can read while a process or a
+// logger writes it from another goroutine.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Reset empties the buffer.
+func (b *SyncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
 }

@@ -1,12 +1,10 @@
 package sandboxtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -187,7 +185,7 @@ var root = sandbox.User{UID: 0, GID: 0}
 // started is a running process and the buffers its output goes to.
 type started struct {
 	sandbox.Process
-	stdout, stderr *syncBuffer
+	stdout, stderr *testutil.SyncBuffer
 }
 
 // start starts p in sb, sending output to fresh buffers unless p already
@@ -202,7 +200,7 @@ func start(t *testing.T, sb sandbox.Sandbox, p sandbox.ProcessSpec) started {
 }
 
 func tryStart(t testing.TB, sb sandbox.Sandbox, p sandbox.ProcessSpec) (started, error) {
-	s := started{stdout: new(syncBuffer), stderr: new(syncBuffer)}
+	s := started{stdout: new(testutil.SyncBuffer), stderr: new(testutil.SyncBuffer)}
 	if p.Stdout == nil {
 		p.Stdout = s.stdout
 	}
@@ -278,24 +276,6 @@ func mustSucceed(t *testing.T, what string, r result) {
 	if !r.status.Success() {
 		t.Fatalf("%s: want a clean exit, got %s", what, r)
 	}
-}
-
-// syncBuffer is a bytes.Buffer a check can read while a backend writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // stats reads sb's usage or fails the check.
