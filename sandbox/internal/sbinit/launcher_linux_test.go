@@ -269,14 +269,7 @@ func TestPrivileges(t *testing.T) {
 				k, v, _ := strings.Cut(line, ":")
 				got[k] = strings.TrimSpace(v)
 			}
-			for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
-				if got[k] != "0000000000000000" {
-					t.Errorf("%s = %q, want 0", k, got[k])
-				}
-			}
-			if got["NoNewPrivs"] != "1" {
-				t.Errorf("NoNewPrivs = %q, want 1", got["NoNewPrivs"])
-			}
+			wantNoCapabilities(t, got)
 		})
 	}
 }
