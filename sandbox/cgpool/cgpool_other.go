@@ -24,6 +24,7 @@ func Cleanup(context.Context, Layout, string) error { return errOS() }
 
 func (*Pool) Get(context.Context, Limits) (*Cgroup, error) { return nil, errOS() }
 func (*Pool) Put(context.Context, *Cgroup) error           { return errOS() }
+func (*Pool) PutEmpty(*Cgroup) error                       { return errOS() }
 func (*Pool) Close(context.Context) error                  { return nil }
 func (*Pool) Name() string                                 { return "" }
 func (*Pool) Layout() Layout                               { return Layout{} }

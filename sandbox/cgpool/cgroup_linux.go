@@ -27,6 +27,9 @@ type Cgroup struct {
 	files cgFiles
 
 	inUse bool // guarded by pool.mu
+	// unchecked: given back with PutEmpty, not yet checked for
+	// leftovers. Guarded by pool.mu.
+	unchecked bool
 
 	mu        sync.Mutex
 	cur       Limits // what the limit files hold

@@ -337,39 +337,54 @@ func (p *Pool) createLocked() (*Cgroup, error) {
 // there is one (writing only the limit files whose value changes) and
 // creating one otherwise. It also resets the memory high-water mark and
 // takes the OOM-kill counter's baseline. A limit whose controller is not
-// available fails with ErrUnsupported.
+// available fails with ErrUnsupported. A free cgroup given back with
+// PutEmpty is emptied here first (see PutEmpty); one that cannot be is
+// dropped and the next one tried.
 func (p *Pool) Get(ctx context.Context, l Limits) (*Cgroup, error) {
 	if err := p.check(l); err != nil {
 		return nil, fmt.Errorf("get cgroup: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("get cgroup: %w", err)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("get cgroup: %w", err)
+		}
+		c, unchecked, err := p.take()
+		if err != nil {
+			return nil, fmt.Errorf("get cgroup: %w", err)
+		}
+		if unchecked {
+			if err := p.empty(ctx, c); err != nil {
+				continue // dropped; try another
+			}
+		}
+		if err := c.prepare(l); err != nil {
+			// Its limit files are in an unknown state now: do not reuse it.
+			p.discard(ctx, c, err)
+			return nil, fmt.Errorf("get cgroup: %w", err)
+		}
+		return c, nil
 	}
+}
+
+// take marks a free cgroup (or a new one) in use and says whether it came
+// back through PutEmpty.
+func (p *Pool) take() (c *Cgroup, unchecked bool, err error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("get cgroup: %w", ErrClosed)
+		return nil, false, ErrClosed
 	}
-	var c *Cgroup
 	if n := len(p.free); n > 0 {
 		c, p.free = p.free[n-1], p.free[:n-1]
 	} else {
-		var err error
 		if c, err = p.createLocked(); err != nil {
-			p.mu.Unlock()
-			return nil, fmt.Errorf("get cgroup: %w", err)
+			return nil, false, err
 		}
 		p.log.Debug().Str("cgroup", c.name).Msg("cgroup pool grew")
 	}
 	c.inUse = true
-	p.mu.Unlock()
-
-	if err := c.prepare(l); err != nil {
-		// Its limit files are in an unknown state now: do not reuse it.
-		p.discard(ctx, c, err)
-		return nil, fmt.Errorf("get cgroup: %w", err)
-	}
-	return c, nil
+	unchecked, c.unchecked = c.unchecked, false
+	return c, unchecked, nil
 }
 
 // Reset gives c, a cgroup taken with Get and not yet Put, the limits l as
@@ -418,34 +433,70 @@ func (p *Pool) check(l Limits) error {
 // timeout (or ctx) is dropped from the pool and an error returned; it is
 // never handed out again. c must not be used after Put.
 func (p *Pool) Put(ctx context.Context, c *Cgroup) error {
+	if err := p.release(c); err != nil {
+		return err
+	}
+	if err := p.empty(ctx, c); err != nil {
+		return fmt.Errorf("put cgroup %s: %w", c.name, err)
+	}
+	return p.free1(c, false)
+}
+
+// PutEmpty puts c back on the free list without looking inside: for a
+// caller that knows nothing is left in it, because every process that
+// could be has been reaped (a sandbox whose processes all lived in one
+// PID namespace, once that namespace's init is reaped: the kernel kills
+// and reaps the rest before the init's exit completes). It saves the
+// caller the check, one read of cgroup.procs per v1 hierarchy. The pool
+// does not take the caller's word for it: the next Get that takes c kills
+// whatever is in it and checks that it is empty first, as Put does, and
+// drops c if it cannot be emptied. c must not be used after PutEmpty.
+func (p *Pool) PutEmpty(c *Cgroup) error {
+	if err := p.release(c); err != nil {
+		return err
+	}
+	return p.free1(c, true)
+}
+
+// release marks c, which must be in use, no longer in use: from here no
+// second Put gets in, and Get cannot see it yet.
+func (p *Pool) release(c *Cgroup) error {
 	if c == nil || c.pool != p {
 		return fmt.Errorf("put cgroup: not from this pool: %w", ErrInvalid)
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if !c.inUse {
-		p.mu.Unlock()
 		return fmt.Errorf("put cgroup %s: not in use: %w", c.name, ErrInvalid)
 	}
-	// From here no second Put gets in, and Get cannot see it yet.
 	c.inUse = false
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
+	if p.closed {
 		return fmt.Errorf("put cgroup %s: %w", c.name, ErrClosed)
 	}
+	return nil
+}
 
+// empty kills every process in c, which nobody else holds, and waits until
+// it is empty; a cgroup that cannot be emptied within the drain timeout
+// (or ctx) is dropped from the pool.
+func (p *Pool) empty(ctx context.Context, c *Cgroup) error {
 	dctx, cancel := context.WithTimeout(ctx, p.drain)
 	defer cancel()
 	if err := c.Kill(dctx); err != nil {
 		p.discard(ctx, c, err)
-		return fmt.Errorf("put cgroup %s: cannot empty it, dropped from the pool: %w", c.name, err)
+		return fmt.Errorf("cannot empty it, dropped from the pool: %w", err)
 	}
+	return nil
+}
 
+// free1 appends c to the free list.
+func (p *Pool) free1(c *Cgroup, unchecked bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return fmt.Errorf("put cgroup %s: %w", c.name, ErrClosed)
 	}
+	c.unchecked = unchecked
 	p.free = append(p.free, c)
 	return nil
 }

@@ -787,3 +787,61 @@ func TestReset(t *testing.T) {
 		t.Errorf("Reset through another pool: %v, want ErrInvalid", err)
 	}
 }
+
+// PutEmpty takes the caller's word only as far as the free list: a
+// process the caller missed is killed by the Get that takes the cgroup
+// next, and a second PutEmpty, or one into another pool, is refused.
+func TestPutEmptyIsCheckedAtGet(t *testing.T) {
+	p := newTestPool(t, Config{Size: 1})
+	other := newTestPool(t, Config{Size: 1})
+	ctx := testCtx(t, 10*time.Second)
+	c, err := p.Get(ctx, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeper := startProc(t, exec.Command("sleep", "100"))
+	if err := c.Attach(sleeper.pid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.PutEmpty(c); !errors.Is(err, ErrInvalid) {
+		t.Errorf("PutEmpty into another pool: %v, want ErrInvalid", err)
+	}
+	if err := p.PutEmpty(nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("PutEmpty(nil): %v, want ErrInvalid", err)
+	}
+	if err := p.PutEmpty(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.PutEmpty(c); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second PutEmpty: %v, want ErrInvalid", err)
+	}
+	if err := p.Put(ctx, c); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Put after PutEmpty: %v, want ErrInvalid", err)
+	}
+	// Not looked at yet: the process still runs.
+	if err := unix.Kill(sleeper.pid(), 0); err != nil {
+		t.Fatalf("PutEmpty touched the cgroup: %v", err)
+	}
+	c2, err := p.Get(ctx, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2 != c {
+		t.Fatal("the cgroup was not reused")
+	}
+	sleeper.waitKilled(t)
+	if pids, err := c2.Pids(); err != nil || len(pids) != 0 {
+		t.Errorf("cgroup handed out with %v in it (%v)", pids, err)
+	}
+	// Back unchecked; Close kills whatever is in any of its cgroups.
+	if err := p.PutEmpty(c2); err != nil {
+		t.Fatal(err)
+	}
+	closeAndCheck(t, p)
+	if _, err := p.Get(ctx, Limits{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get after Close: %v, want ErrClosed", err)
+	}
+	if err := p.PutEmpty(c2); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrClosed) {
+		t.Errorf("PutEmpty after Close: %v, want an error", err)
+	}
+}

@@ -371,3 +371,61 @@ func TestConformanceCgroupV2(t *testing.T) {
 		return b
 	}, sandboxtest.Options{NoLimits: true})
 }
+
+// A process that joined the sandbox's cgroup from outside its PID
+// namespace (as a zygote's child does) does not die with the sandbox's
+// init: Destroy kills it through the cgroup before it returns, whether a
+// tree ran or not. (Without parking: the background refill would take the
+// cgroup at once and kill the process itself, hiding a Destroy that left
+// it.)
+func TestDestroyKillsProcessesFromOutside(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	b, err := lean.New(ctx, lean.WithStateDir(testutil.StateDir(t)), lean.WithCgroupName("/"+testutil.UniqueName(t)), lean.WithParked(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	for i, started := range []bool{false, true} {
+		sb, err := b.Create(ctx, fmt.Sprintf("outside-%d", i), sandbox.Spec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if started {
+			p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/true"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sleeper := exec.Command("sleep", "100")
+		if err := sleeper.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- sleeper.Wait() }()
+		procs, err := sb.(*lean.Sandbox).OpenCgroupProcs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range procs {
+			if _, err := f.WriteString(strconv.Itoa(sleeper.Process.Pid)); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+		if err := sb.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Killed before Destroy returned: a zombie (or reaped) by now.
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sleeper.Process.Pid)); err == nil {
+			if f := strings.Fields(string(st)); len(f) > 2 && f[2] != "Z" {
+				t.Errorf("started=%v: process from outside still %s after Destroy", started, f[2])
+			}
+		}
+		_ = sleeper.Process.Kill()
+		<-done
+	}
+}

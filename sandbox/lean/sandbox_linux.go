@@ -37,10 +37,14 @@ type Sandbox struct {
 	root *fsbind.Root
 	cg   *cgpool.Cgroup
 
-	mu         sync.Mutex
-	parked     *sbinit.Parked // a helper parked in root, until the first Start
-	proc       *Process       // the running process tree, if any
-	pids       []int
+	mu     sync.Mutex
+	parked *sbinit.Parked // a helper parked in root, until the first Start
+	proc   *Process       // the running process tree, if any
+	pids   []int
+	// outsiders: a process from outside the sandbox's PID namespace may
+	// be in its cgroup (OpenCgroupProcs, Adopt, a privileged start), so
+	// Destroy cannot rely on the namespace's end to empty the cgroup.
+	outsiders  bool
 	paused     bool
 	destroyed  bool
 	gone       chan struct{} // closed when Destroy has finished
@@ -135,6 +139,7 @@ func (s *Sandbox) OpenCgroupProcs() ([]*os.File, error) {
 	if err := s.usableLocked("open cgroup"); err != nil {
 		return nil, err
 	}
+	s.outsiders = true
 	return s.cg.OpenProcs()
 }
 
@@ -165,6 +170,7 @@ func (s *Sandbox) Bind(source, dest string) error {
 func (s *Sandbox) Adopt(pid int) {
 	s.mu.Lock()
 	s.pids = append(s.pids, pid)
+	s.outsiders = true
 	s.mu.Unlock()
 }
 
@@ -185,6 +191,7 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 
 	if privileged {
 		s.root.Taint()
+		s.outsiders = true
 	}
 	helper := s.parked
 	s.parked = nil
@@ -362,43 +369,58 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	s.destroyed = true
 	s.gone = make(chan struct{})
-	proc, paused := s.proc, s.paused
+	proc, paused, outsiders := s.proc, s.paused, s.outsiders
 	s.dropParkedLocked()
 	s.mu.Unlock()
-	s.destroyErr = s.destroy(proc, paused)
+	s.destroyErr = s.destroy(proc, paused, outsiders)
 	close(s.gone)
 	return s.destroyErr
 }
 
-func (s *Sandbox) destroy(proc *Process, paused bool) error {
+func (s *Sandbox) destroy(proc *Process, paused, outsiders bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), destroyTimeout)
 	defer cancel()
 
 	var errs []error
 	// The helper we started is killed and reaped before the cgroup goes
 	// back to the pool, so its OOM counter is still ours when Wait reads
-	// it. As PID 1 its death takes every process of its namespace along,
-	// and Put below kills whatever else is in the cgroup and checks that
-	// it is empty: one pass over the cgroup, not two. Everything is killed
-	// through the cgroup first when the sandbox is paused (a frozen
-	// helper cannot die; Kill thaws) or has no PID namespace (the
-	// program's children would outlive it, holding its stdio open).
-	if paused || !s.spec.Namespaces.Has(sandbox.NSPID) {
+	// it. As PID 1 its death takes every process of its namespace along
+	// (the kernel kills and reaps them before the helper's exit
+	// completes), so once it is reaped nothing of ours is left in the
+	// cgroup, and the pool can check that later, off this path
+	// (PutEmpty). Everything is killed through the cgroup first when that
+	// does not hold: the sandbox is paused (a frozen helper cannot die;
+	// Kill thaws), has no PID namespace (the program's children would
+	// outlive it, holding its stdio open), or may hold processes from
+	// outside the namespace.
+	emptied := false
+	if paused || !s.spec.Namespaces.Has(sandbox.NSPID) || outsiders {
 		if err := s.cg.Kill(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("kill: %w", err))
+		} else {
+			emptied = true
 		}
 	}
+	reaped := true
 	if proc != nil {
 		_ = proc.p.Signal(syscall.SIGKILL)
 		select {
 		case <-proc.done:
+			reaped = proc.err == nil
 		case <-ctx.Done():
+			reaped = false
 			errs = append(errs, fmt.Errorf("reap pid %d: %w", proc.Pid(), ctx.Err()))
 		}
 	}
-	// Put makes sure the cgroup is empty; one that cannot be emptied is
-	// dropped, never handed out again.
-	if err := s.b.cgroups.Put(ctx, s.cg); err != nil {
+	// Otherwise Put makes sure the cgroup is empty; one that cannot be
+	// emptied is dropped, never handed out again.
+	var err error
+	if emptied || (reaped && !outsiders && s.spec.Namespaces.Has(sandbox.NSPID)) {
+		err = s.b.cgroups.PutEmpty(s.cg)
+	} else {
+		err = s.b.cgroups.Put(ctx, s.cg)
+	}
+	if err != nil {
 		errs = append(errs, fmt.Errorf("release cgroup: %w", err))
 	}
 	_ = os.Remove(filepath.Join(s.root.Dir, recordName))
