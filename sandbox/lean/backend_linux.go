@@ -46,17 +46,20 @@ type Backend struct {
 }
 
 // record is what the state directory keeps per live sandbox, so that a
-// later process can say what a crashed one left.
+// later process can say what a crashed one left. The sandbox's ID is the
+// name of the directory the record is in (a parked sandbox's starts with
+// '_park-'); Created is when the root and the cgroup were paired: at
+// Create, or when the sandbox was parked.
 type record struct {
-	ID      string    `json:"id"`
-	Root    string    `json:"root"`
 	Cgroup  string    `json:"cgroup"`
 	Created time.Time `json:"created"`
 }
 
 // The record of a live sandbox sits beside its root, in the root builder's
 // private tmpfs: cheap to write, gone with the root, and still there after
-// a crash (mounts outlive the process that made them).
+// a crash (mounts outlive the process that made them). A parked sandbox's
+// is written when it is parked and moves with the root when Create renames
+// it to the sandbox's ID.
 const recordName = "sandbox.json"
 
 // rootSpares is how many roots of the default Spec the builder keeps ready,
@@ -158,7 +161,7 @@ func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.
 	for _, path := range records {
 		var r record
 		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &r) == nil {
-			log.Warn().Str("sandbox", r.ID).Str("cgroup", r.Cgroup).Time("created", r.Created).Msg("removing sandbox left by a crashed process")
+			log.Warn().Str("sandbox", filepath.Base(filepath.Dir(path))).Str("cgroup", r.Cgroup).Time("created", r.Created).Msg("removing sandbox left by a crashed process")
 		}
 	}
 	// Processes first: once the cgroups are empty nothing holds the roots.
@@ -243,7 +246,7 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 		// The helper is in the cgroup already; only the limits are new.
 		if err := b.cgroups.Reset(ctx, p.cg, cgLimits(spec.Limits)); err != nil {
 			_ = p.helper.Close()
-			_ = p.root.Release()
+			_ = releaseRoot(p.root)
 			return nil, fmt.Errorf("create %q: %w", id, cgpoolError(err))
 		}
 	} else {
@@ -258,11 +261,13 @@ func (b *Backend) create(ctx context.Context, id string, spec sandbox.Spec) (_ *
 			return nil, fmt.Errorf("create %q: %w", id, cgpoolError(err))
 		}
 	}
-	s := &Sandbox{b: b, id: id, spec: spec, root: p.root, cg: p.cg, parked: p.helper}
-	if err := writeRecord(p.root.Dir, record{ID: id, Root: p.root.Path, Cgroup: p.cg.Name(), Created: time.Now()}); err != nil {
-		b.discard(p)
-		return nil, fmt.Errorf("create %q: %w", id, err)
+	if !ok { // a parked one has its record already
+		if err := writeRecord(p.root.Dir, record{Cgroup: p.cg.Name(), Created: time.Now()}); err != nil {
+			b.discard(p)
+			return nil, fmt.Errorf("create %q: %w", id, err)
+		}
 	}
+	s := &Sandbox{b: b, id: id, spec: spec, root: p.root, cg: p.cg, parked: p.helper}
 	b.mu.Lock()
 	b.live[id] = s
 	b.mu.Unlock()
@@ -284,6 +289,13 @@ func writeRecord(dir string, r record) error {
 		return fmt.Errorf("record sandbox: %w", err)
 	}
 	return nil
+}
+
+// releaseRoot removes a sandbox's record and gives its root back to the
+// builder (see fsbind.Root.Release).
+func releaseRoot(r *fsbind.Root) error {
+	_ = os.Remove(filepath.Join(r.Dir, recordName))
+	return r.Release()
 }
 
 // forget drops a destroyed sandbox from the live set.

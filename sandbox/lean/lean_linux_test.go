@@ -3,6 +3,7 @@ package lean_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -427,5 +428,45 @@ func TestDestroyKillsProcessesFromOutside(t *testing.T) {
 		}
 		_ = sleeper.Process.Kill()
 		<-done
+	}
+}
+
+// Every live sandbox, parked or not, has a record naming its cgroup beside
+// its root (what a later Cleanup reports), and Destroy removes it.
+func TestRecords(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	state := testutil.StateDir(t)
+	b := newBackend(t, state, "/"+testutil.UniqueName(t))
+	time.Sleep(50 * time.Millisecond) // let the parking refill run
+	for _, spec := range []sandbox.Spec{{}, {Namespaces: sandbox.DefaultNamespaces | sandbox.NSNet}} {
+		sb, err := b.Create(ctx, "rec", spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := sb.Info()
+		path := filepath.Join(filepath.Dir(info.Root), "sandbox.json")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("namespaces %v: %v", spec.Namespaces, err)
+		}
+		var rec struct{ Cgroup string }
+		if err := json.Unmarshal(data, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Cgroup == "" || !strings.HasSuffix(info.Cgroups[0], rec.Cgroup) || filepath.Base(filepath.Dir(path)) != "rec" {
+			t.Errorf("namespaces %v: record %s at %s, sandbox in %v", spec.Namespaces, data, path, info.Cgroups)
+		}
+		if err := sb.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Its root is a spare now, under another name: only parked
+		// sandboxes have records.
+		left, _ := filepath.Glob(filepath.Join(state, "roots", "*", "sandbox.json"))
+		for _, p := range left {
+			if !strings.HasPrefix(filepath.Base(filepath.Dir(p)), "_park-") {
+				t.Errorf("namespaces %v: record %s after Destroy", spec.Namespaces, p)
+			}
+		}
 	}
 }

@@ -3,7 +3,9 @@ package lean
 import (
 	"context"
 	"errors"
+	"os"
 	"strconv"
+	"time"
 
 	"github.com/sockfaas/sockfaas/fsbind"
 	"github.com/sockfaas/sockfaas/pool"
@@ -27,7 +29,7 @@ func (b *Backend) discard(p parked) {
 		_ = p.helper.Close()
 	}
 	_ = b.cgroups.Put(context.Background(), p.cg)
-	_ = p.root.Release()
+	_ = releaseRoot(p.root)
 }
 
 // parkable says whether a sandbox of spec can use a parked helper: the
@@ -66,13 +68,17 @@ func (b *Backend) park(ctx context.Context) (parked, error) {
 		return parked{}, cgpoolError(err)
 	}
 	var helper *sbinit.Parked
-	procs, err := cg.JoinFiles()
+	err = writeRecord(root.Dir, record{Cgroup: cg.Name(), Created: time.Now()})
+	var procs []*os.File
+	if err == nil {
+		procs, err = cg.JoinFiles()
+	}
 	if err == nil {
 		helper, err = b.launcher.Park(ctx, root.Path, cloneflags(sandbox.DefaultNamespaces), procs)
 	}
 	if err != nil {
 		_ = b.cgroups.Put(context.Background(), cg)
-		_ = root.Release()
+		_ = releaseRoot(root)
 		return parked{}, err
 	}
 	return parked{root: root, cg: cg, helper: helper}, nil

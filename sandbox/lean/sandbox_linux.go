@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -423,10 +422,9 @@ func (s *Sandbox) destroy(proc *Process, paused, outsiders bool) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("release cgroup: %w", err))
 	}
-	_ = os.Remove(filepath.Join(s.root.Dir, recordName))
 	// A clean root goes back to the builder as a spare, like the cgroup
 	// to its pool: the next sandbox gets it without a mount or unmount.
-	if err := s.root.Release(); err != nil {
+	if err := releaseRoot(s.root); err != nil {
 		errs = append(errs, fmt.Errorf("tear down root: %w", err))
 	}
 	s.b.forget(s.id)
