@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/internal/pid1"
 )
 
 // Sandbox is a libcontainer container.
@@ -560,9 +560,7 @@ type Process struct {
 	init    bool   // PID 1 of the sandbox's PID namespace
 	oomBase uint64 // OOM kill count when it started
 
-	// emulated is the signal Signal turned into SIGKILL (see Signal).
-	emuMu    sync.Mutex
-	emulated syscall.Signal
+	signals pid1.Signals // for init: see Signal
 
 	done   chan struct{}
 	status sandbox.ExitStatus
@@ -583,12 +581,7 @@ func (p *Process) wait() {
 	ws, _ := ps.Sys().(syscall.WaitStatus)
 	switch {
 	case ws.Signaled():
-		p.status = sandbox.ExitStatus{Code: -1, Signal: ws.Signal()}
-		p.emuMu.Lock()
-		if ws.Signal() == unix.SIGKILL && p.emulated != 0 {
-			p.status.Signal = p.emulated
-		}
-		p.emuMu.Unlock()
+		p.status = sandbox.ExitStatus{Code: -1, Signal: p.signals.Reported(ws.Signal())}
 	default:
 		p.status = sandbox.ExitStatus{Code: ws.ExitStatus()}
 	}
@@ -623,90 +616,19 @@ func (p *Process) Signal(sig syscall.Signal) error {
 		return fmt.Errorf("signal pid %d: process has exited: %w", p.pid, sandbox.ErrState)
 	default:
 	}
-	send := sig
-	if p.init && sig != 0 && sig != unix.SIGKILL && sig != unix.SIGSTOP && sig != unix.SIGCONT {
-		caught, ignored, err := sigMasks(p.pid)
-		bit := uint64(1) << (uint(sig) - 1)
-		switch {
-		case err != nil || caught&bit != 0:
-			// handled by the program (or unknown): deliver as is
-		case ignored&bit != 0:
-			return nil
-		default:
-			switch defaultAction(sig) {
-			case actIgnore:
-				return nil
-			case actStop:
-				send = unix.SIGSTOP
-			case actTerminate:
-				p.emuMu.Lock()
-				p.emulated = sig
-				p.emuMu.Unlock()
-				send = unix.SIGKILL
-			}
-		}
+	send := func(sig syscall.Signal) error { return p.lp.Signal(sig) }
+	var err error
+	if p.init {
+		// The kernel drops what PID 1 does not handle.
+		err = p.signals.Send(p.pid, sig, send)
+	} else {
+		err = send(sig)
 	}
-	if err := p.lp.Signal(send); err != nil {
+	if err != nil {
 		if errors.Is(err, os.ErrProcessDone) {
 			return fmt.Errorf("signal pid %d: process has exited: %w", p.pid, sandbox.ErrState)
 		}
 		return fmt.Errorf("signal pid %d: %w", p.pid, err)
 	}
 	return nil
-}
-
-// sigMasks reads the caught and ignored signal masks of pid.
-func sigMasks(pid int) (caught, ignored uint64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return 0, 0, err
-	}
-	var gotC, gotI bool
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		var dst *uint64
-		switch k {
-		case "SigCgt":
-			dst, gotC = &caught, true
-		case "SigIgn":
-			dst, gotI = &ignored, true
-		default:
-			continue
-		}
-		if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", dst); err != nil {
-			return 0, 0, err
-		}
-	}
-	if !gotC || !gotI {
-		return 0, 0, errors.New("no signal masks in status")
-	}
-	return caught, ignored, nil
-}
-
-type sigAction int
-
-const (
-	actTerminate sigAction = iota
-	actIgnore
-	actStop
-)
-
-// defaultAction is signal(7)'s default disposition; core-dumping signals
-// count as terminating.
-func defaultAction(sig syscall.Signal) sigAction {
-	switch sig {
-	case unix.SIGCHLD, unix.SIGURG, unix.SIGWINCH:
-		return actIgnore
-	case unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
-		return actStop
-	}
-	return actTerminate
 }
