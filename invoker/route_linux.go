@@ -494,6 +494,8 @@ func (iv *Invoker) startFresh(ctx context.Context, inst *instance, logw *os.File
 		Args: args, Env: env, Dir: codeMount,
 		User:   &sandbox.User{UID: inst.uid, GID: inst.uid},
 		Stdout: logw, Stderr: logw,
+		// Handlers may leave orphans: an init reaps them.
+		Init: true,
 	})
 	if err != nil {
 		return err

@@ -70,8 +70,9 @@ type Sandbox interface {
 type Process interface {
 	// Pid is the process ID in the host's PID namespace.
 	Pid() int
-	// Signal sends sig to the process. Signals reach the program even when
-	// it runs as PID 1 of its namespace (the backend forwards them).
+	// Signal sends sig to the process. Signals act on the program as on
+	// any other process even when it runs as PID 1 of its namespace (see
+	// ProcessSpec.Init).
 	Signal(sig syscall.Signal) error
 	// Wait blocks until the process exits or ctx is done. It may be called
 	// any number of times, from any goroutine, and always reports the same
@@ -189,4 +190,14 @@ type ProcessSpec struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// Init puts a minimal init at PID 1 of the sandbox's PID namespace,
+	// with the program as its child: it forwards signals to the program
+	// and reaps the orphans the program's children leave behind, like
+	// docker run --init. By default the program is PID 1 itself, as in
+	// runc and crun: Signal still acts as on any other process (the
+	// backend stands in for the default actions the kernel drops for a
+	// namespace's init), but orphaned processes become the program's
+	// children, and it must reap them. Ignored without NSPID. Backends
+	// without an init of their own (libct) refuse it with ErrUnsupported.
+	Init bool
 }

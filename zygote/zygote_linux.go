@@ -236,6 +236,9 @@ func (z *Zygote) launchRoot(ctx context.Context) (_ *incarnation, err error) {
 		Env:    z.env(),
 		Stdout: outW,
 		Stderr: errW,
+		// The zygote's forked instances live in its PID namespace:
+		// their orphans go to an init, not to the zygote.
+		Init: true,
 	})
 	outW.Close()
 	errW.Close()

@@ -144,6 +144,7 @@ type sandboxRunCmd struct {
 	User string   `help:"UID[:GID] to run as (default 65534:65534, nobody)." placeholder:"UID[:GID]"`
 	Dir  string   `help:"Working directory inside the sandbox." default:"/"`
 	Env  []string `help:"Environment variable KEY=VALUE. Repeatable; default a minimal PATH and HOME." short:"e"`
+	Init bool     `help:"Run an init as PID 1 that forwards signals and reaps orphans, with the command as its child (lean backend; default: the command is PID 1, as with runc and crun)."`
 	Args []string `arg:"" passthrough:"" help:"Command and arguments."`
 }
 
@@ -183,7 +184,7 @@ func (c *sandboxRunCmd) Run(ctx context.Context, g *globals, log zerolog.Logger)
 		return err
 	}
 	p, err := sb.Start(ctx, sandbox.ProcessSpec{
-		Args: c.Args, Env: c.Env, Dir: c.Dir, User: user,
+		Args: c.Args, Env: c.Env, Dir: c.Dir, User: user, Init: c.Init,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 	})
 	if err != nil {

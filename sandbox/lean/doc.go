@@ -8,13 +8,21 @@
 // such a spare instead of unmounting it.
 //
 // With WithParked (on by default), the backend also keeps a few sandboxes
-// of the default root and namespaces one step further: an init helper
-// already cloned into fresh namespaces, in a pooled cgroup and pivoted into
-// the root, waiting for a program. Create takes one and Start only hands it
-// the program: the clone, the copy of the host's mount table, the pivot and
-// the unmount of the host's mounts (with its RCU grace period) have
-// happened on the other core. Bind, CloneRoot and StartPrivileged discard
-// the parked helper, as does Destroy of a sandbox that never started.
+// of the default root and namespaces one step further: a helper already
+// cloned into fresh namespaces, in a pooled cgroup and pivoted into the
+// root, waiting for a program. Create takes one and Start only hands it the
+// program, which it execs: the clone, the copy of the host's mount table,
+// the pivot and the unmount of the host's mounts (with its RCU grace
+// period) have happened on the other core. Bind, CloneRoot,
+// StartPrivileged and a start with ProcessSpec.Init discard the parked
+// helper, as does Destroy of a sandbox that never started.
+//
+// With a PID namespace the program is its PID 1, as with runc and crun,
+// unless ProcessSpec.Init asks for an init in front of it. Signals act on
+// it as on any process either way: for a PID 1 program that has no handler
+// for a signal, which the kernel would drop, Process.Signal stands in with
+// the default action (SIGKILL, reported as the signal sent, or SIGSTOP).
+// Orphans of a PID 1 program are its own to reap.
 //
 // A process is started through a tiny static init helper (sandbox/internal/
 // sbinit) that Go execs with the clone flags: it mounts /proc from inside the

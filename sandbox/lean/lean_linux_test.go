@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -467,6 +468,62 @@ func TestRecords(t *testing.T) {
 			if !strings.HasPrefix(filepath.Base(filepath.Dir(p)), "_park-") {
 				t.Errorf("namespaces %v: record %s after Destroy", spec.Namespaces, p)
 			}
+		}
+	}
+}
+
+// Signals act as on any process with or without an init: SIGTERM ends a
+// program that has no handler for it (as PID 1 the kernel would drop it;
+// the backend stands in with SIGKILL and reports SIGTERM), and a handled
+// signal reaches the handler.
+func TestSignalsWithAndWithoutInit(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	b := newBackend(t, testutil.StateDir(t), "/"+testutil.UniqueName(t))
+	for i, init := range []bool{false, true} {
+		sb, err := b.Create(ctx, fmt.Sprintf("sig-%d", i), sandbox.Spec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/sleep", "100"}, Init: init})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := p.Wait(wctx)
+		cancel()
+		if err != nil || st.Signal != syscall.SIGTERM {
+			t.Errorf("init=%v: SIGTERM to sleep: %+v %v", init, st, err)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err = sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/sh", "-c", "trap 'exit 9' USR1; echo ready; while :; do sleep 0.01; done"}, Stdout: w, Init: init})
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := make([]byte, 6)
+		if _, err := io.ReadFull(r, line); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Signal(syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		st, err = p.Wait(wctx)
+		cancel()
+		r.Close()
+		if err != nil || st.Code != 9 {
+			t.Errorf("init=%v: trapped USR1: %+v %v", init, st, err)
+		}
+		if err := sb.Destroy(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -74,7 +74,7 @@ func (b *Backend) park(ctx context.Context) (parked, error) {
 		procs, err = cg.JoinFiles()
 	}
 	if err == nil {
-		helper, err = b.launcher.Park(ctx, root.Path, cloneflags(sandbox.DefaultNamespaces), procs)
+		helper, err = b.launcher.Park(ctx, root.Path, cloneflags(sandbox.DefaultNamespaces), true, procs)
 	}
 	if err != nil {
 		_ = b.cgroups.Put(context.Background(), cg)

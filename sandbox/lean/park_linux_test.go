@@ -59,13 +59,10 @@ func createParked(t *testing.T, b *lean.Backend) (sandbox.Sandbox, int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A parked helper: its PID 1 and the PID 2 it forked.
-		if pids := cgroupPids(t, sb); len(pids) == 2 {
-			for _, pid := range pids {
-				if !slices.Contains(pids, ppid(t, pid)) {
-					return sb, pid
-				}
-			}
+		// A parked helper: PID 1 of its namespace, which becomes the
+		// program (ProcessSpec.Init is false by default).
+		if pids := cgroupPids(t, sb); len(pids) == 1 {
+			return sb, pids[0]
 		}
 		if err := sb.Destroy(ctx); err != nil {
 			t.Fatal(err)
@@ -111,9 +108,9 @@ func TestParked(t *testing.T) {
 	if err != nil || !st.Success() {
 		t.Fatalf("wait: %+v %v", st, err)
 	}
-	// PID 2 under the parked init; its hostname is set at Start; nobody;
-	// the sandbox's /proc lists init, sh, ls and grep.
-	if want := "2 " + sb.ID() + " 65534 an arg\n4\n"; out.String() != want {
+	// PID 1, the parked helper itself; its hostname is set at Start;
+	// nobody; the sandbox's /proc lists sh, ls and grep.
+	if want := "1 " + sb.ID() + " 65534 an arg\n3\n"; out.String() != want {
 		t.Errorf("output %q, want %q", out.String(), want)
 	}
 	// A second tree needs a new helper: the parked one was used up.
@@ -127,6 +124,35 @@ func TestParked(t *testing.T) {
 	if st, err := p.Wait(ctx); err != nil || !st.Success() {
 		t.Fatalf("second wait: %+v %v", st, err)
 	}
+}
+
+// TestParkedInit: a program that wants an init does not fit a parked
+// helper, which would exec it as PID 1: it gets a fresh one, whose init
+// runs it as PID 2, and the parked helper is dropped.
+func TestParkedInit(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	b := newBackend(t, testutil.StateDir(t), "/"+testutil.UniqueName(t))
+	sb, helper := createParked(t, b)
+	defer sb.Destroy(ctx)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/sh", "-c", "echo $$"}, Stdout: w, Init: true})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(r)
+	r.Close()
+	if p.Pid() == helper || string(out) != "2\n" {
+		t.Errorf("with Init: pid %d (parked %d), pid inside %q; want a new helper and 2", p.Pid(), helper, out)
+	}
+	if st, err := p.Wait(ctx); err != nil || !st.Success() {
+		t.Fatalf("wait: %+v %v", st, err)
+	}
+	waitGone(t, helper)
 }
 
 // TestParkedDiscarded: a parked helper the sandbox cannot use (a

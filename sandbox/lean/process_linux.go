@@ -6,16 +6,20 @@ import (
 	"time"
 
 	"github.com/sockfaas/sockfaas/sandbox"
+	"github.com/sockfaas/sockfaas/sandbox/internal/pid1"
 	"github.com/sockfaas/sockfaas/sandbox/internal/sbinit"
 )
 
 // Process is a process tree started in a lean sandbox. With a PID
-// namespace, the host PID is the sandbox's init helper, which forwards
-// signals to the program and reports the program's status.
+// namespace the program is its PID 1, and the host PID is the program's;
+// with ProcessSpec.Init the host PID is the sandbox's init helper, which
+// forwards signals to the program and reports the program's status.
 type Process struct {
 	sb        *Sandbox
 	p         *sbinit.Process
 	oomBefore uint64
+	pid1      bool         // the program is PID 1 of its namespace
+	signals   pid1.Signals // for pid1: see Signal
 
 	done   chan struct{}
 	status sandbox.ExitStatus
@@ -31,6 +35,10 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	case <-p.done:
 		return nil // already exited; nothing to signal
 	default:
+	}
+	if p.pid1 {
+		// The kernel drops what PID 1 does not handle.
+		return p.signals.Send(p.Pid(), sig, p.p.Signal)
 	}
 	return p.p.Signal(sig)
 }
@@ -65,6 +73,7 @@ func (p *Process) wait() {
 		return
 	}
 	p.status = exitStatus(ws)
+	p.status.Signal = p.signals.Reported(p.status.Signal)
 	if n, err := p.sb.cg.OOMKills(); err == nil && n > p.oomBefore {
 		p.status.OOMKilled = true
 	}

@@ -216,6 +216,7 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 		Stderr:     p.Stderr,
 		CgroupFD:   -1,
 		Privileged: privileged,
+		NoInit:     !p.Init,
 	}
 	if s.spec.NetNS != "" {
 		f, err := os.Open(s.spec.NetNS)
@@ -251,7 +252,8 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 		}
 		return nil, fmt.Errorf("start %q in %q: %w", p.Args[0], s.id, err)
 	}
-	proc := &Process{sb: s, p: sp, oomBefore: oomBefore, done: make(chan struct{})}
+	proc := &Process{sb: s, p: sp, oomBefore: oomBefore, done: make(chan struct{}),
+		pid1: !p.Init && s.spec.Namespaces.Has(sandbox.NSPID)}
 	go proc.wait()
 	s.proc = proc
 	// Only the live tree: the previous one has exited, and its pids may

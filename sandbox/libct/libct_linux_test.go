@@ -369,6 +369,10 @@ func TestExecAndSignal(t *testing.T) {
 
 	// A handled signal is delivered as is.
 	s2 := e.create(t, "trap", sandbox.Spec{})
+	// The first program is PID 1 here: there is no init to ask for.
+	if _, err := s2.Start(ctx, sandbox.ProcessSpec{Args: []string{"/bin/true"}, Init: true}); !errors.Is(err, sandbox.ErrUnsupported) {
+		t.Errorf("Start with Init: %v, want ErrUnsupported", err)
+	}
 	var buf bytes.Buffer
 	p2, err := s2.Start(ctx, sandbox.ProcessSpec{
 		Args:   []string{"/bin/sh", "-c", "trap 'echo got-usr1; exit 7' USR1; echo ready; while :; do sleep 0.01; done"},

@@ -77,6 +77,9 @@ func (s *Sandbox) Start(ctx context.Context, ps sandbox.ProcessSpec) (sandbox.Pr
 	if err := ps.Validate(); err != nil {
 		return nil, fmt.Errorf("start in sandbox %q: %w", s.id, err)
 	}
+	if ps.Init {
+		return nil, fmt.Errorf("start in sandbox %q: an init (ProcessSpec.Init): libcontainer makes the first program PID 1: %w", s.id, sandbox.ErrUnsupported)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

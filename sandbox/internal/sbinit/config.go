@@ -14,6 +14,14 @@ type Config struct {
 	// Cloneflags: a subset of CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC,
 	// CLONE_NEWUTS, CLONE_NEWNET and CLONE_NEWCGROUP.
 	Cloneflags uintptr
+	// NoInit, with CLONE_NEWPID, makes the program PID 1 of the new
+	// namespace, as runc and crun do, instead of the child of an init
+	// helper that forwards signals to it and reaps orphans. The kernel
+	// then drops signals from outside that the program does not handle
+	// (package pid1 stands in for them), orphans are the program's to
+	// reap, and the program's exit ends the namespace with one process
+	// fewer in between. Process.Pid is the program's own.
+	NoInit bool
 	// Hostname is set when Cloneflags has CLONE_NEWUTS, ignored otherwise.
 	Hostname string
 	// UID and GID the program runs as, with no supplementary groups and no

@@ -9,7 +9,8 @@
 // privilege (no_new_privs, empty bounding set, no capabilities even for
 // uid 0) and execs the program. With a PID namespace it stays behind as
 // PID 1: it forwards signals to the program, reaps orphans, and reports the
-// program's exit status.
+// program's exit status; with Config.NoInit it execs the program itself,
+// which becomes PID 1.
 //
 // Launcher.Park starts a helper ahead of time instead: it joins its
 // cgroups, enters the root and drops the bounding set, then waits on a

@@ -95,6 +95,9 @@ func (c *Config) helperArgs() []string {
 	if len(c.CgroupProcs) > 0 {
 		args = append(args, "procs="+strconv.Itoa(len(c.CgroupProcs)))
 	}
+	if c.NoInit && c.Cloneflags&unix.CLONE_NEWPID != 0 {
+		args = append(args, "noinit")
+	}
 	if c.Attach == nil {
 		// Nothing to wait for: no go pipe at all.
 		args = append(args, "nogo")
@@ -315,21 +318,25 @@ func awaitReport(ctx context.Context, stop func() bool, r io.Reader, cfg *Config
 }
 
 // Process is a program started by Launcher.Start. Its host pid is the
-// helper's: with a PID namespace the helper is the namespace's init and the
-// program its child, otherwise the helper became the program.
+// helper's: with a PID namespace (and an init, see Config.NoInit) the
+// helper is the namespace's init and the program its child, otherwise the
+// helper became the program.
 type Process struct {
 	cmd    *exec.Cmd
 	status *os.File // the helper's status pipe
 	mntns  *os.File // the helper's mount namespace, if held (see holdMountNS)
 }
 
-// Pid returns the helper's host pid (the program's, without a PID namespace).
+// Pid returns the helper's host pid (the program's, without a PID
+// namespace or with NoInit).
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
-// Signal sends sig to the helper; with a PID namespace the helper forwards
-// it to the program (SIGKILL and SIGSTOP excepted: they hit the helper, and
-// a killed helper takes the whole namespace with it). It returns
-// os.ErrProcessDone once Wait has reaped the helper.
+// Signal sends sig to the helper; with a PID namespace and an init the
+// helper forwards it to the program (SIGKILL and SIGSTOP excepted: they hit
+// the helper, and a killed helper takes the whole namespace with it). With
+// NoInit the program is PID 1 and the kernel drops what it does not handle
+// (see package pid1). It returns os.ErrProcessDone once Wait has reaped the
+// helper.
 func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Wait waits for the program to exit, drains its stdio pipes, and returns

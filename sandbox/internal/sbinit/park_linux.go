@@ -32,9 +32,10 @@ const (
 // the caller's taken at Park: mounts made under the root afterwards are
 // not in it.
 type Parked struct {
-	root  string
-	flags uintptr
-	cmd   *exec.Cmd
+	root   string
+	flags  uintptr
+	noInit bool
+	cmd    *exec.Cmd
 
 	mu     sync.Mutex
 	sock   *os.File // nil once Start or Close has used it
@@ -46,9 +47,12 @@ type Parked struct {
 // Park starts a helper in new namespaces (Cloneflags as in Config, which
 // must include CLONE_NEWNS), lets it join the cgroups of procs (as
 // Config.CgroupProcs; may be none) and enter root, then returns once it
-// waits for Start. Close a Parked that is never started.
-func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, procs []*os.File) (*Parked, error) {
-	cfg := Config{Root: root, Cloneflags: cloneflags, Args: []string{"-"}, CgroupFD: -1, CgroupProcs: procs}
+// waits for Start. noInit is Config.NoInit of the programs it can start:
+// with a PID namespace and an init, the helper forks the program's process
+// now; without, it will exec the program itself. Close a Parked that is
+// never started.
+func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, noInit bool, procs []*os.File) (*Parked, error) {
+	cfg := Config{Root: root, Cloneflags: cloneflags, NoInit: noInit, Args: []string{"-"}, CgroupFD: -1, CgroupProcs: procs}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -82,6 +86,9 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 	args := []string{"sockfaas-init", "root=" + root, "flags=" + strconv.FormatUint(uint64(cloneflags), 10)}
 	if len(procs) > 0 {
 		args = append(args, "procs="+strconv.Itoa(len(procs)))
+	}
+	if noInit {
+		args = append(args, "noinit")
 	}
 	args = append(args, "park")
 	cmd := &exec.Cmd{
@@ -129,7 +136,7 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, pr
 		_ = cmd.Wait()
 		return nil, err
 	}
-	return &Parked{root: root, flags: cloneflags, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null, status: statusR}, nil
+	return &Parked{root: root, flags: cloneflags, noInit: noInit, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null, status: statusR}, nil
 }
 
 // holdMountNS opens process pid's mount namespace, or returns nil. Whoever
@@ -182,6 +189,8 @@ func (p *Parked) fits(cfg *Config) error {
 	switch {
 	case cfg.Cloneflags != p.flags:
 		return fmt.Errorf("%w: namespaces differ", ErrNotParkable)
+	case cfg.NoInit != p.noInit && cfg.Cloneflags&unix.CLONE_NEWPID != 0:
+		return fmt.Errorf("%w: parked for NoInit=%v", ErrNotParkable, p.noInit)
 	case cfg.Privileged:
 		return fmt.Errorf("%w: privileged (a parked helper has dropped its bounding set)", ErrNotParkable)
 	case cfg.CgroupFD >= 0 || cfg.Attach != nil || len(cfg.CgroupProcs) > 0:

@@ -27,7 +27,7 @@ import (
 // must be gone: reaped by Close, or by the Wait of the Process it became.
 func parkT(tb testing.TB, l *Launcher, root string, flags uintptr, procs []*os.File) *Parked {
 	tb.Helper()
-	pk, err := l.Park(context.Background(), root, flags, procs)
+	pk, err := l.Park(context.Background(), root, flags, false, procs)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestParkClose(t *testing.T) {
 	l2 := newLauncher(t)
 	pk = parkT(t, l2, root, allNS, nil)
 	must(t, l2.Close())
-	if _, err := l2.Park(context.Background(), root, allNS, nil); !errors.Is(err, os.ErrClosed) {
+	if _, err := l2.Park(context.Background(), root, allNS, false, nil); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Park after Launcher.Close: %v, want os.ErrClosed", err)
 	}
 	cfg = sandboxConfig(root, "sh", "-c", "echo ok")
@@ -709,7 +709,7 @@ func TestParkRefused(t *testing.T) {
 	before := mountPoints(t)
 	children := childPids(t)
 	for _, c := range cases {
-		pk, err := l.Park(context.Background(), c.root, allNS, nil)
+		pk, err := l.Park(context.Background(), c.root, allNS, false, nil)
 		if err == nil {
 			pk.Close()
 			t.Fatalf("root %s: parked", c.root)
@@ -734,7 +734,7 @@ func TestParkRefused(t *testing.T) {
 		"user namespace":   {notMount, allNS | unix.CLONE_NEWUSER, fs.ErrInvalid},
 		"no mount ns/root": {"", 0, ErrNotParkable},
 	} {
-		if pk, err := l.Park(context.Background(), c.root, c.flags, nil); !errors.Is(err, c.want) {
+		if pk, err := l.Park(context.Background(), c.root, c.flags, false, nil); !errors.Is(err, c.want) {
 			if err == nil {
 				pk.Close()
 			}
@@ -743,7 +743,7 @@ func TestParkRefused(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if pk, err := l.Park(ctx, notMount, allNS, nil); !errors.Is(err, context.Canceled) {
+	if pk, err := l.Park(ctx, notMount, allNS, false, nil); !errors.Is(err, context.Canceled) {
 		if err == nil {
 			pk.Close()
 		}
@@ -848,7 +848,7 @@ func TestParkCgroupProcs(t *testing.T) {
 	ro, err := os.Open(parkProcs.Name())
 	must(t, err)
 	defer ro.Close()
-	_, err = l.Park(context.Background(), root, allNS, []*os.File{ro})
+	_, err = l.Park(context.Background(), root, allNS, false, []*os.File{ro})
 	var se *StepError
 	if !errors.As(err, &se) || se.Step != "join cgroup" || !errors.Is(err, unix.EBADF) {
 		t.Errorf("read-only cgroup.procs: error %v, want step %q failing with EBADF", err, "join cgroup")
@@ -864,7 +864,7 @@ func TestParkConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
-			pk, err := l.Park(context.Background(), root, allNS, nil)
+			pk, err := l.Park(context.Background(), root, allNS, false, nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -892,7 +892,7 @@ func TestParkConcurrent(t *testing.T) {
 		})
 	}
 	for range 8 {
-		pk, err := l.Park(context.Background(), root, allNS, nil)
+		pk, err := l.Park(context.Background(), root, allNS, false, nil)
 		must(t, err)
 		wg.Go(func() {
 			if err := pk.Close(); err != nil {

@@ -9,25 +9,30 @@
  * mutable state. See launcher_linux.go for the other half of the protocol.
  *
  * argv: sockfaas-init [root=P] [host=H] [uid=N] [gid=N] [dir=P] [flags=N]
- *       [netns] [priv] [procs=N] [nogo] -- program args...
+ *       [netns] [priv] [procs=N] [nogo] [noinit] -- program args...
  *   (flags are the CLONE_NEW* bits the Go side cloned us with, in decimal)
+ *   With CLONE_NEWPID we are PID 1 of the new namespace: we stay its init,
+ *   forwarding signals and reaping orphans, and run the program as our
+ *   child; with noinit we exec the program ourselves, which makes it PID 1
+ *   (as runc and crun do).
  * envp: the program's environment (PATH is used to find the program).
  * fd 3: "go" pipe; one byte arrives once the Go side has attached us to
  *       our cgroups, so nothing runs before that. Not used with nogo.
  * fd 4: error pipe; "<step>: <errno>" on failure. EOF without data means
  *       the program was exec'd (every copy of fd 4 is close-on-exec).
- * fd 5: status pipe; with a PID namespace, the program's raw 4-byte wait
- *       status, written just before we exit.
+ * fd 5: status pipe; with a PID namespace and an init, the program's raw
+ *       4-byte wait status, written just before we exit.
  * fd 6: with netns, the network namespace to join.
  * fd 7...: with procs=N, N cgroup.procs files (cgroup v1, one per
  *       hierarchy) open for writing: we join those cgroups first thing.
  *
- * Parked: sockfaas-init root=P flags=N [procs=N] park
+ * Parked: sockfaas-init root=P flags=N [procs=N] [noinit] park
  *   does everything that does not depend on the program ahead of time (the
  *   cgroups joined, the mount namespace made private, /proc mounted,
  *   pivot_root into P, the old root unmounted, no_new_privs and the
- *   bounding set dropped; with a PID namespace, PID 2 forked, which does
- *   the rest while PID 1 waits for it with fd 5, the status pipe), turns
+ *   bounding set dropped; with a PID namespace and an init, PID 2 forked,
+ *   which does the rest while PID 1 waits for it with fd 5, the status
+ *   pipe; with noinit, PID 1 itself does the rest), turns
  *   fd 4 into a copy of fd 3 (EOF: parked), and waits on fd 3, a
  *   SOCK_SEQPACKET socket, for one message: the decimal count of the argv
  *   strings that follow, those strings (the options and program above,
@@ -191,6 +196,7 @@ struct config {
 	int priv;  /* keep uid, gid and capabilities: a trusted zygote */
 	int nogo;  /* no go pipe: start at once */
 	int park;  /* enter the root, then wait for the rest on FD_GO */
+	int noinit; /* with CLONE_NEWPID: the program is PID 1, no init */
 	unsigned long procs; /* cgroup.procs files at FD_PROCS... */
 	char **argv; /* the program's */
 	char **envp;
@@ -330,6 +336,8 @@ static void parse(struct config *c, char **argv, char **envp)
 			c->nogo = 1;
 		else if (after(a, "park") && !a[4])
 			c->park = 1;
+		else if (after(a, "noinit") && !a[6])
+			c->noinit = 1;
 		else if ((v = after(a, "procs=")) && number(v, &c->procs) && c->procs <= MAX_PROCS)
 			;
 		else
@@ -517,7 +525,8 @@ static unsigned long receive_start(char *buf, char **strs, const struct config *
 	}
 	/* Parked without the bounding set: never privileged; cgroups were
 	 * joined at Park. */
-	if (c->root || c->park || c->priv || c->procs || !c->nogo || c->flags != parked->flags)
+	if (c->root || c->park || c->priv || c->procs || !c->nogo || c->flags != parked->flags ||
+	    c->noinit != parked->noinit)
 		fail("receive start", -EINVAL);
 	c->park = 1;
 
@@ -547,7 +556,7 @@ static void park(struct config *c, char *buf, char **strs)
 	/* uid 0's /proc protection comes at start, when the uid is known. */
 	enter_root(c->root, 0, c->flags & CLONE_NEWPID);
 	limit_exec();
-	if (c->flags & CLONE_NEWPID) {
+	if ((c->flags & CLONE_NEWPID) && !c->noinit) {
 		/*
 		 * PID 2, the program to be, is forked now too: Start wakes it
 		 * and it execs, with no fork in between. PID 1 keeps only the
@@ -846,8 +855,8 @@ void start(long *sp)
 	close_inherited();
 
 	if (c.park)
-		program_main(&c); /* PID 2 already, or no PID namespace */
-	if (c.flags & CLONE_NEWPID)
+		program_main(&c); /* PID 2 already, PID 1 (noinit), or no PID namespace */
+	if ((c.flags & CLONE_NEWPID) && !c.noinit)
 		run_init(&c);
 	exec_program(&c);
 }
