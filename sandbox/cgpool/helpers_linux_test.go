@@ -89,6 +89,21 @@ func startProc(tb testing.TB, cmd *exec.Cmd) *proc {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
+// withSleeper takes a cgroup with limits l from pool and attaches a new
+// `sleep 100` to it.
+func withSleeper(tb testing.TB, ctx context.Context, pool *Pool, l Limits) (*Cgroup, *proc) {
+	tb.Helper()
+	c, err := pool.Get(ctx, l)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sleeper := startProc(tb, exec.Command("sleep", "100"))
+	if err := c.Attach(sleeper.pid()); err != nil {
+		tb.Fatal(err)
+	}
+	return c, sleeper
+}
+
 // release lets the script run.
 func (p *proc) release(tb testing.TB) {
 	tb.Helper()

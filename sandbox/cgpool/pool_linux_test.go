@@ -312,14 +312,7 @@ func TestMemoryLimitBelowLeftoverCharge(t *testing.T) {
 func TestAttachAndPutKillsIt(t *testing.T) {
 	p := newTestPool(t, Config{Size: 1})
 	ctx := testCtx(t, 10*time.Second)
-	c, err := p.Get(ctx, Limits{Pids: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper := startProc(t, exec.Command("sleep", "100"))
-	if err := c.Attach(sleeper.pid()); err != nil {
-		t.Fatal(err)
-	}
+	c, sleeper := withSleeper(t, ctx, p, Limits{Pids: 16})
 	want := strconv.Itoa(sleeper.pid())
 	for _, f := range c.ProcsFiles() {
 		if got := readTrim(t, f); got != want {
@@ -388,14 +381,7 @@ func TestPutFrozenCgroup(t *testing.T) {
 		t.Skip("no freezer")
 	}
 	ctx := testCtx(t, 20*time.Second)
-	c, err := p.Get(ctx, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper := startProc(t, exec.Command("sleep", "100"))
-	if err := c.Attach(sleeper.pid()); err != nil {
-		t.Fatal(err)
-	}
+	c, sleeper := withSleeper(t, ctx, p, Limits{})
 	if err := c.Freeze(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +390,7 @@ func TestPutFrozenCgroup(t *testing.T) {
 	}
 	sleeper.waitKilled(t)
 	// The next user must not find it frozen.
-	c, err = p.Get(ctx, Limits{})
+	c, err := p.Get(ctx, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,14 +522,7 @@ func TestOOMKills(t *testing.T) {
 func TestCleanupAfterCrash(t *testing.T) {
 	p := newTestPool(t, Config{Size: 2})
 	ctx := testCtx(t, 20*time.Second)
-	c, err := p.Get(ctx, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper := startProc(t, exec.Command("sleep", "100"))
-	if err := c.Attach(sleeper.pid()); err != nil {
-		t.Fatal(err)
-	}
+	c, sleeper := withSleeper(t, ctx, p, Limits{})
 	// A nested cgroup the workload made itself must go too.
 	for _, d := range c.Paths() {
 		if err := os.Mkdir(d+"/inner", 0o755); err != nil {
@@ -591,14 +570,7 @@ func TestCleanupAfterCrash(t *testing.T) {
 func TestNewCleansUpAPreviousRun(t *testing.T) {
 	crashed := newTestPool(t, Config{Size: 1})
 	ctx := testCtx(t, 20*time.Second)
-	c, err := crashed.Get(ctx, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper := startProc(t, exec.Command("sleep", "100"))
-	if err := c.Attach(sleeper.pid()); err != nil {
-		t.Fatal(err)
-	}
+	_, sleeper := withSleeper(t, ctx, crashed, Limits{})
 	// The crash: the kernel drops the dead process's lock on the name.
 	crashed.owner.Close()
 	// Cleanups run last-registered first: the new pool is closed before
@@ -795,14 +767,7 @@ func TestPutEmptyIsCheckedAtGet(t *testing.T) {
 	p := newTestPool(t, Config{Size: 1})
 	other := newTestPool(t, Config{Size: 1})
 	ctx := testCtx(t, 10*time.Second)
-	c, err := p.Get(ctx, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper := startProc(t, exec.Command("sleep", "100"))
-	if err := c.Attach(sleeper.pid()); err != nil {
-		t.Fatal(err)
-	}
+	c, sleeper := withSleeper(t, ctx, p, Limits{})
 	if err := other.PutEmpty(c); !errors.Is(err, ErrInvalid) {
 		t.Errorf("PutEmpty into another pool: %v, want ErrInvalid", err)
 	}

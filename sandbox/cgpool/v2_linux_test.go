@@ -102,14 +102,7 @@ func TestV2Lifecycle(t *testing.T) {
 func TestV2PutFrozenWithProcess(t *testing.T) {
 	p := newV2Pool(t, 1)
 	ctx := testCtx(t, 20*time.Second)
-	c, err := p.Get(ctx, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper := startProc(t, exec.Command("sleep", "100"))
-	if err := c.Attach(sleeper.pid()); err != nil {
-		t.Fatal(err)
-	}
+	c, sleeper := withSleeper(t, ctx, p, Limits{})
 	if err := c.Freeze(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -264,18 +264,3 @@ func TestNotParked(t *testing.T) {
 }
 
 func fsbindSpecWithMountPoint() fsbind.Spec { return fsbind.Spec{MountPoints: []string{"/code"}} }
-
-func ppid(t *testing.T, pid int) int {
-	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return -1
-}
