@@ -33,10 +33,12 @@ func lifecycle(ctx context.Context, be sandbox.Backend, id string, spec sandbox.
 
 // BenchmarkLifecycle times create -> run /bin/true -> wait -> destroy for
 // every variant in one run, and a plain process (fork+exec+wait of
-// /bin/true, no isolation) as the floor. lean uses the default namespaces (mount, pid,
-// ipc, uts; networking comes from pre-built shared namespaces) and the
-// backend's defaults, parked init helpers included: work done ahead of
-// time, on the other core, as crun and runc cannot. lean-unparked turns
+// /bin/true, no isolation) as the floor. lean uses the default namespaces
+// (mount, pid, ipc, uts; networking comes from pre-built shared
+// namespaces) and the backend's defaults, parked helpers included: work
+// done ahead of time, on the other core, as crun and runc cannot. Like
+// theirs, its /bin/true is PID 1 of its namespace, with no init in front
+// of it (sandbox.ProcessSpec.Init is false). lean-unparked turns
 // parking off (lean.WithParked(0)): what a sandbox costs when nothing is
 // ready. lean-netns adds a fresh network namespace per sandbox, as
 // libcontainer, crun and runc all do, for a like-for-like comparison.
