@@ -106,6 +106,10 @@ func (c *Config) helperArgs() []string {
 	return append(args, c.Args...)
 }
 
+// hasInit says whether the helper stays as the PID namespace's init, which
+// reports the program's status on the status pipe.
+func (c *Config) hasInit() bool { return c.Cloneflags&unix.CLONE_NEWPID != 0 && !c.NoInit }
+
 // parseStepError decodes the helper's "<step>: <errno>" report.
 func parseStepError(msg string, cfg *Config) error {
 	step, num, ok := strings.Cut(msg, ": ")
@@ -192,7 +196,7 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var pipes [6]*os.File // err r/w, status r/w, go r/w (with Attach only)
+	var pipes [6]*os.File // err r/w, status r/w (with an init), go r/w (with Attach)
 	closeAll := func() {
 		for _, f := range pipes {
 			if f != nil {
@@ -200,17 +204,16 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 			}
 		}
 	}
-	n := 4
-	if cfg.Attach != nil {
-		n = 6
-	}
-	for i := 0; i < n; i += 2 {
+	for i, need := range [3]bool{true, cfg.hasInit(), cfg.Attach != nil} {
+		if !need {
+			continue
+		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("sandbox init: %w", err)
 		}
-		pipes[i], pipes[i+1] = r, w
+		pipes[2*i], pipes[2*i+1] = r, w
 	}
 	errR, errW, statusR, statusW, goR, goW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
 	defer closeAll() // closing twice is harmless; statusR is kept by nil-ing it
@@ -266,11 +269,11 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 	// The helper's ends now live in the helper only, so EOF on the error
 	// pipe means what the protocol says.
-	if goR != nil {
-		goR.Close()
+	for _, f := range []*os.File{goR, errW, statusW} {
+		if f != nil {
+			f.Close()
+		}
 	}
-	errW.Close()
-	statusW.Close()
 
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
 	abort := func(err error) (*Process, error) {
@@ -323,7 +326,7 @@ func awaitReport(ctx context.Context, stop func() bool, r io.Reader, cfg *Config
 // helper became the program.
 type Process struct {
 	cmd    *exec.Cmd
-	status *os.File // the helper's status pipe
+	status *os.File // the init's status pipe; nil without an init
 	mntns  *os.File // the helper's mount namespace, if held (see holdMountNS)
 }
 
@@ -351,14 +354,18 @@ func (p *Process) Wait() (syscall.WaitStatus, error) {
 		p.mntns = nil
 		go ns.Close()
 	}
-	defer p.status.Close()
+	if p.status != nil {
+		defer p.status.Close()
+	}
 	if p.cmd.ProcessState == nil {
 		return 0, fmt.Errorf("sandbox init: wait: %w", err)
 	}
 	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	var b [4]byte
-	if n, _ := io.ReadFull(p.status, b[:]); n == len(b) {
-		ws = syscall.WaitStatus(binary.NativeEndian.Uint32(b[:]))
+	if p.status != nil { // else no init: the helper became the program
+		var b [4]byte
+		if n, _ := io.ReadFull(p.status, b[:]); n == len(b) {
+			ws = syscall.WaitStatus(binary.NativeEndian.Uint32(b[:]))
+		}
 	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {

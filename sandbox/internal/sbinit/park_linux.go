@@ -74,15 +74,18 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 		return nil, fmt.Errorf("sandbox init: %w", err)
 	}
 	defer errR.Close()
-	// The status pipe is PID 1's from the start: it forks the program's
-	// process at Park and only waits for it afterwards.
-	statusR, statusW, err := os.Pipe()
-	if err != nil {
-		errW.Close()
-		sock.Close()
-		return nil, fmt.Errorf("sandbox init: %w", err)
+	// With an init, the status pipe is PID 1's from the start: it forks
+	// the program's process at Park and only waits for it afterwards.
+	// Without, there is none (the Close calls below are no-ops on nil).
+	var statusR, statusW *os.File
+	if cfg.hasInit() {
+		if statusR, statusW, err = os.Pipe(); err != nil {
+			errW.Close()
+			sock.Close()
+			return nil, fmt.Errorf("sandbox init: %w", err)
+		}
+		defer statusW.Close()
 	}
-	defer statusW.Close()
 	args := []string{"sockfaas-init", "root=" + root, "flags=" + strconv.FormatUint(uint64(cloneflags), 10)}
 	if len(procs) > 0 {
 		args = append(args, "procs="+strconv.Itoa(len(procs)))
