@@ -394,8 +394,9 @@ func (s *Sandbox) destroy(proc *Process, paused, outsiders bool) error {
 	// Kill thaws), has no PID namespace (the program's children would
 	// outlive it, holding its stdio open), or may hold processes from
 	// outside the namespace.
+	nsHoldsAll := s.spec.Namespaces.Has(sandbox.NSPID) && !outsiders
 	emptied := false
-	if paused || !s.spec.Namespaces.Has(sandbox.NSPID) || outsiders {
+	if paused || !nsHoldsAll {
 		if err := s.cg.Kill(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("kill: %w", err))
 		} else {
@@ -416,7 +417,7 @@ func (s *Sandbox) destroy(proc *Process, paused, outsiders bool) error {
 	// Otherwise Put makes sure the cgroup is empty; one that cannot be
 	// emptied is dropped, never handed out again.
 	var err error
-	if emptied || (reaped && !outsiders && s.spec.Namespaces.Has(sandbox.NSPID)) {
+	if emptied || (reaped && nsHoldsAll) {
 		err = s.b.cgroups.PutEmpty(s.cg)
 	} else {
 		err = s.b.cgroups.Put(ctx, s.cg)
