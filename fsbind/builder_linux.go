@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/internal/fsutil"
 )
 
 // templateDir holds, under the work directory, what every root shares: the
@@ -346,43 +348,16 @@ func (b *Builder) makeEtc(tmplfd int, tmpl string) error {
 			return err
 		}
 	}
-	if err := copyAlternatives(filepath.Join(etc, "alternatives")); err != nil {
+	// The symlinks of the host's /etc/alternatives (Debian's
+	// update-alternatives): shared libraries are reached through them too
+	// (numpy's libblas.so.3 and liblapack.so.3), so a root without them
+	// cannot load such packages. They point into the read-only base.
+	if err := fsutil.CopySymlinks("/etc/alternatives", filepath.Join(etc, "alternatives")); err != nil {
 		return fmt.Errorf("copy /etc/alternatives: %w", err)
 	}
 	// Bound onto itself read-only, so a root binds it with a single call.
 	if err := attach(etc, tmplfd, "etc", attrRO|unix.MOUNT_ATTR_NOEXEC); err != nil {
 		return fmt.Errorf("bind read-only: %w", err)
-	}
-	return nil
-}
-
-// copyAlternatives copies the symlinks of the host's /etc/alternatives
-// (Debian's update-alternatives): shared libraries are reached through them
-// too (numpy's libblas.so.3 and liblapack.so.3), so a root without them
-// cannot load such packages. Only symlinks are copied; they point into the
-// read-only base.
-func copyAlternatives(dst string) error {
-	entries, err := os.ReadDir("/etc/alternatives")
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.Type()&os.ModeSymlink == 0 {
-			continue
-		}
-		target, err := os.Readlink(filepath.Join("/etc/alternatives", e.Name()))
-		if err != nil {
-			return err
-		}
-		if err := os.Symlink(target, filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sockfaas/sockfaas/internal/fsutil"
 )
 
 // ociVersion is written into config.json. Both runtimes here predate the
@@ -155,7 +157,7 @@ func layoutRootfs(rootfs string) ([]specs.Mount, error) {
 // some libraries through them (numpy's libblas.so.3 and liblapack.so.3:
 // /usr/lib/<triplet>/libblas.so.3 -> /etc/alternatives/... -> /usr/lib/...).
 func writeEtc(etc string) error {
-	if err := copySymlinks("/etc/alternatives", filepath.Join(etc, "alternatives")); err != nil {
+	if err := fsutil.CopySymlinks("/etc/alternatives", filepath.Join(etc, "alternatives")); err != nil {
 		return err
 	}
 	files := map[string]string{
@@ -178,34 +180,6 @@ func writeEtc(etc string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(etc, "ld.so.cache"), cache, 0o644)
-}
-
-// copySymlinks recreates the symlinks of directory src in a new directory
-// dst; other entries are left out. A missing src is not an error.
-func copySymlinks(src, dst string) error {
-	entries, err := os.ReadDir(src)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.Type()&os.ModeSymlink == 0 {
-			continue
-		}
-		target, err := os.Readlink(filepath.Join(src, e.Name()))
-		if err != nil {
-			return err
-		}
-		if err := os.Symlink(target, filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func roBind(src, dst string) specs.Mount {
