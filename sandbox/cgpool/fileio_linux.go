@@ -127,14 +127,8 @@ func readKeyed(p, key string) (uint64, error) {
 }
 
 func keyedValue(p string, b []byte, key string) (uint64, error) {
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
-		k, v, ok := bytes.Cut(line, []byte{' '})
+	for line := range bytes.Lines(b) {
+		k, v, ok := bytes.Cut(bytes.TrimSuffix(line, []byte{'\n'}), []byte{' '})
 		if ok && string(k) == key {
 			return parseUint(p, bytes.TrimSpace(v))
 		}
@@ -149,13 +143,8 @@ func readPids(p string, pids []int) ([]int, error) {
 	if err != nil {
 		return pids, err
 	}
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+	for line := range bytes.Lines(b) {
+		line = bytes.TrimSuffix(line, []byte{'\n'})
 		if len(line) == 0 {
 			continue
 		}
