@@ -2,7 +2,6 @@ package lean
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -44,23 +43,6 @@ type Backend struct {
 	closed   bool
 	creating sync.WaitGroup // Creates in flight; Close waits for them
 }
-
-// record is what the state directory keeps per live sandbox, so that a
-// later process can say what a crashed one left. The sandbox's ID is the
-// name of the directory the record is in (a parked sandbox's starts with
-// '_park-'); Created is when the root and the cgroup were paired: at
-// Create, or when the sandbox was parked.
-type record struct {
-	Cgroup  string    `json:"cgroup"`
-	Created time.Time `json:"created"`
-}
-
-// The record of a live sandbox sits beside its root, in the root builder's
-// private tmpfs: cheap to write, gone with the root, and still there after
-// a crash (mounts outlive the process that made them). A parked sandbox's
-// is written when it is parked and moves with the root when Create renames
-// it to the sandbox's ID.
-const recordName = "sandbox.json"
 
 // rootSpares is how many roots of the default Spec the builder keeps ready,
 // built in the background: most sandboxes use it, and a Create then costs
@@ -157,11 +139,10 @@ func Cleanup(ctx context.Context, stateDir, cgroupName string, log zerolog.Logge
 }
 
 func cleanup(ctx context.Context, cfg config, layout cgpool.Layout, log zerolog.Logger) error {
-	records, _ := filepath.Glob(filepath.Join(cfg.rootsDir(), "*", recordName))
-	for _, path := range records {
-		var r record
-		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &r) == nil {
-			log.Warn().Str("sandbox", filepath.Base(filepath.Dir(path))).Str("cgroup", r.Cgroup).Time("created", r.Created).Msg("removing sandbox left by a crashed process")
+	dirs, _ := filepath.Glob(filepath.Join(cfg.rootsDir(), "*"))
+	for _, dir := range dirs {
+		if r, ok := readRecord(dir); ok {
+			log.Warn().Str("sandbox", filepath.Base(dir)).Str("cgroup", r.Cgroup).Time("created", r.Created).Msg("removing sandbox left by a crashed process")
 		}
 	}
 	// Processes first: once the cgroups are empty nothing holds the roots.
@@ -280,21 +261,10 @@ func (b *Backend) hasLocked(id string) bool {
 	return ok
 }
 
-func writeRecord(dir string, r record) error {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, recordName), data, 0o600); err != nil {
-		return fmt.Errorf("record sandbox: %w", err)
-	}
-	return nil
-}
-
 // releaseRoot removes a sandbox's record and gives its root back to the
 // builder (see fsbind.Root.Release).
 func releaseRoot(r *fsbind.Root) error {
-	_ = os.Remove(filepath.Join(r.Dir, recordName))
+	removeRecord(r.Dir)
 	return r.Release()
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/sockfaas/sockfaas/fsbind"
 	"github.com/sockfaas/sockfaas/internal/mountinfo"
@@ -432,22 +433,32 @@ func TestDestroyKillsProcessesFromOutside(t *testing.T) {
 	}
 }
 
-// Every live sandbox, parked or not, has a record naming its cgroup beside
-// its root (what a later Cleanup reports), and Destroy removes it.
+// Every live sandbox, parked or not, has a record naming its cgroup on its
+// directory beside its root (what a later Cleanup reports), and Destroy
+// removes it.
 func TestRecords(t *testing.T) {
 	testutil.RequiresRoot(t)
 	ctx := context.Background()
 	state := testutil.StateDir(t)
 	b := newBackend(t, state, "/"+testutil.UniqueName(t))
 	time.Sleep(50 * time.Millisecond) // let the parking refill run
+	const xattr = "trusted.sockfaas.sandbox"
+	read := func(dir string) ([]byte, error) {
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(dir, xattr, buf)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		return buf[:n], nil
+	}
 	for _, spec := range []sandbox.Spec{{}, {Namespaces: sandbox.DefaultNamespaces | sandbox.NSNet}} {
 		sb, err := b.Create(ctx, "rec", spec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		info := sb.Info()
-		path := filepath.Join(filepath.Dir(info.Root), "sandbox.json")
-		data, err := os.ReadFile(path)
+		dir := filepath.Dir(info.Root)
+		data, err := read(dir)
 		if err != nil {
 			t.Fatalf("namespaces %v: %v", spec.Namespaces, err)
 		}
@@ -455,18 +466,18 @@ func TestRecords(t *testing.T) {
 		if err := json.Unmarshal(data, &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Cgroup == "" || !strings.HasSuffix(info.Cgroups[0], rec.Cgroup) || filepath.Base(filepath.Dir(path)) != "rec" {
-			t.Errorf("namespaces %v: record %s at %s, sandbox in %v", spec.Namespaces, data, path, info.Cgroups)
+		if rec.Cgroup == "" || !strings.HasSuffix(info.Cgroups[0], rec.Cgroup) || filepath.Base(dir) != "rec" {
+			t.Errorf("namespaces %v: record %s on %s, sandbox in %v", spec.Namespaces, data, dir, info.Cgroups)
 		}
 		if err := sb.Destroy(ctx); err != nil {
 			t.Fatal(err)
 		}
 		// Its root is a spare now, under another name: only parked
 		// sandboxes have records.
-		left, _ := filepath.Glob(filepath.Join(state, "roots", "*", "sandbox.json"))
-		for _, p := range left {
-			if !strings.HasPrefix(filepath.Base(filepath.Dir(p)), "_park-") {
-				t.Errorf("namespaces %v: record %s after Destroy", spec.Namespaces, p)
+		dirs, _ := filepath.Glob(filepath.Join(state, "roots", "*"))
+		for _, d := range dirs {
+			if _, err := read(d); err == nil && !strings.HasPrefix(filepath.Base(d), "_park-") {
+				t.Errorf("namespaces %v: record on %s after Destroy", spec.Namespaces, d)
 			}
 		}
 	}
