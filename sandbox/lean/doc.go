@@ -11,9 +11,9 @@
 // of the default root and namespaces one step further: a helper already
 // cloned into fresh namespaces, in a pooled cgroup and pivoted into the
 // root, waiting for a program. Create takes one and Start only hands it the
-// program, which it execs: the clone, the copy of the host's mount table,
-// the pivot and the unmount of the host's mounts (with its RCU grace
-// period) have happened on the other core. Bind, CloneRoot,
+// program, which it execs: the clone, the copy of the root's mounts, the
+// pivot and the unmount of the old root (with its RCU grace period) have
+// happened on the other core. Bind, CloneRoot,
 // StartPrivileged and a start with ProcessSpec.Init discard the parked
 // helper, as does Destroy of a sandbox that never started.
 //

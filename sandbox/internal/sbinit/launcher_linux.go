@@ -69,13 +69,22 @@ func hasNUL(ss []string) bool {
 	return false
 }
 
-// helperArgs encodes c as the helper's argv (see csrc/sbinit.c).
-func (c *Config) helperArgs() []string {
-	args := make([]string, 0, 8+len(c.Args))
-	args = append(args, "sockfaas-init")
+// helperFlags are the clone flags the helper is cloned with: with a root,
+// it makes its mount namespace itself (see seed_linux.go).
+func (c *Config) helperFlags() uintptr {
 	if c.Root != "" {
-		args = append(args, "root="+c.Root)
+		return c.Cloneflags &^ unix.CLONE_NEWNS
 	}
+	return c.Cloneflags
+}
+
+// helperArgs encodes c as the helper's argv (see csrc/sbinit.c), with
+// flags as the clone flags and root as the arguments that say where its
+// root is (rootArgs), if any.
+func (c *Config) helperArgs(flags uintptr, root []string) []string {
+	args := make([]string, 0, 10+len(c.Args))
+	args = append(args, "sockfaas-init")
+	args = append(args, root...)
 	if c.Hostname != "" && c.Cloneflags&unix.CLONE_NEWUTS != 0 {
 		args = append(args, "host="+c.Hostname)
 	}
@@ -85,7 +94,7 @@ func (c *Config) helperArgs() []string {
 	args = append(args,
 		"uid="+strconv.FormatUint(uint64(c.UID), 10),
 		"gid="+strconv.FormatUint(uint64(c.GID), 10),
-		"flags="+strconv.FormatUint(uint64(c.Cloneflags), 10))
+		"flags="+strconv.FormatUint(uint64(flags), 10))
 	if c.NetNS != nil {
 		args = append(args, "netns")
 	}
@@ -129,6 +138,9 @@ type Launcher struct {
 	exe  *os.File     // nil once closed
 	path string       // /proc/self/fd/N of exe
 	null *os.File     // /dev/null, read-write: parked helpers' nil stdio
+
+	seedMu sync.Mutex
+	seed   *os.File // the seed mount namespace (see seedNS), once made
 }
 
 // NewLauncher loads the embedded helper into a sealed memfd. It returns an
@@ -182,6 +194,12 @@ func (l *Launcher) Close() error {
 	l.exe = nil
 	// Parked helpers already started hold their own copies.
 	l.null.Close()
+	l.seedMu.Lock()
+	if l.seed != nil {
+		l.seed.Close()
+		l.seed = nil
+	}
+	l.seedMu.Unlock()
 	return err
 }
 
@@ -222,21 +240,33 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if env == nil {
 		env = []string{}
 	}
+	files := extraFiles(goR, errW, statusW, cfg.NetNS, cfg.CgroupProcs)
+	var root []string
+	if cfg.Root != "" {
+		tree, seed, err := l.rootFiles(ctx, cfg.Root)
+		if err != nil {
+			return nil, err
+		}
+		defer tree.Close() // the helper has its own once started
+		root = rootArgs(files)
+		files = append(files, tree, seed)
+	}
+	args := cfg.helperArgs(cfg.helperFlags(), root)
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
 			Path:       l.path,
-			Args:       cfg.helperArgs(),
+			Args:       args,
 			Env:        env,
 			Stdin:      cfg.Stdin,
 			Stdout:     cfg.Stdout,
 			Stderr:     cfg.Stderr,
-			ExtraFiles: extraFiles(goR, errW, statusW, cfg.NetNS, cfg.CgroupProcs),
+			ExtraFiles: files,
 			// Without a PID namespace a background child of the program can
 			// hold a stdio pipe open after the program exited; Wait then stops
 			// copying after this long instead of waiting for it.
 			WaitDelay: time.Second,
 			SysProcAttr: &syscall.SysProcAttr{
-				Cloneflags: cfg.Cloneflags,
+				Cloneflags: cfg.helperFlags(),
 				// Out of the caller's session: no controlling terminal, no
 				// terminal signals (Ctrl-C) reaching sandboxes.
 				Setsid:      true,

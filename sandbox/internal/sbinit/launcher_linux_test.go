@@ -389,23 +389,26 @@ type badRoot struct {
 }
 
 // badRoots makes roots that are not mount points (inside a tmpfs, and on
-// the host's root file system, which pivot_root refuses differently) and
-// names one that does not exist, all under dir. notMount is the first.
+// the host's root file system), a mount point without a proc directory,
+// and names one that does not exist, all under dir. notMount is the first.
 func badRoots(t *testing.T) (cases []badRoot, notMount, dir string) {
 	t.Helper()
 	dir = testutil.StateDir(t)
-	tmpfs := filepath.Join(dir, "fs")
-	must(t, os.Mkdir(tmpfs, 0o755))
-	must(t, unix.Mount("tmpfs", tmpfs, "tmpfs", 0, "size=1m"))
-	t.Cleanup(func() { must(t, unix.Unmount(tmpfs, unix.MNT_DETACH)) })
+	tmpfs, noProc := filepath.Join(dir, "fs"), filepath.Join(dir, "noproc")
+	for _, d := range []string{tmpfs, noProc} {
+		must(t, os.Mkdir(d, 0o755))
+		must(t, unix.Mount("tmpfs", d, "tmpfs", 0, "size=1m"))
+		t.Cleanup(func() { must(t, unix.Unmount(d, unix.MNT_DETACH)) })
+	}
 	notMount, onHostRoot := filepath.Join(tmpfs, "plain"), filepath.Join(dir, "plain")
 	must(t, os.MkdirAll(filepath.Join(notMount, "proc"), 0o755))
 	must(t, os.MkdirAll(filepath.Join(onHostRoot, "proc"), 0o755))
 	cases = []badRoot{
-		{notMount, "pivot_root", unix.EINVAL},
-		{onHostRoot, "pivot_root", unix.EBUSY},
-		{filepath.Join(dir, "missing"), "mount proc", unix.ENOENT},
-		{filepath.Join(dir, "plain", "proc", "nosuch"), "mount proc", unix.ENOENT},
+		{notMount, "root is not a mount point", unix.EINVAL},
+		{onHostRoot, "root is not a mount point", unix.EINVAL},
+		{noProc, "mount proc", unix.ENOENT},
+		{filepath.Join(dir, "missing"), "open root", unix.ENOENT},
+		{filepath.Join(dir, "plain", "proc", "nosuch"), "open root", unix.ENOENT},
 	}
 	return cases, notMount, dir
 }
@@ -426,14 +429,14 @@ func TestBadRoot(t *testing.T) {
 			t.Errorf("root %s: error %q, want step %q failing with %v", c.root, err, c.step, c.errno)
 		}
 	}
-	if want := "sandbox init: pivot_root: invalid argument"; !strings.Contains(fmt.Sprint(mustFail(l.Start(context.Background(), sandboxConfig(notMount, "true")))), want) {
+	if want := "sandbox init: root is not a mount point: invalid argument"; !strings.Contains(fmt.Sprint(mustFail(l.Start(context.Background(), sandboxConfig(notMount, "true")))), want) {
 		t.Errorf("error text does not contain %q", want)
 	}
 	if after := mountPoints(t); !slices.Equal(before, after) {
 		t.Errorf("host mount table changed:\nbefore %v\nafter  %v", before, after)
 	}
-	if leaked := testutil.MountsUnder(dir); len(leaked) != 1 {
-		t.Errorf("mounts under %s: %v, want only the test's tmpfs", dir, leaked)
+	if leaked := testutil.MountsUnder(dir); len(leaked) != 2 {
+		t.Errorf("mounts under %s: %v, want only the test's two tmpfs", dir, leaked)
 	}
 }
 

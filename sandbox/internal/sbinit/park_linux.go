@@ -28,9 +28,9 @@ const (
 
 // Parked is a helper started ahead of time: it is already PID 1 of its new
 // namespaces and has pivoted into its root (the work that does not depend
-// on the program), and waits for Start. Its mount namespace is a copy of
-// the caller's taken at Park: mounts made under the root afterwards are
-// not in it.
+// on the program), and waits for Start. Its mount namespace holds a copy
+// of the root's mounts taken at Park: mounts made under the root
+// afterwards are not in it.
 type Parked struct {
 	root   string
 	flags  uintptr
@@ -86,7 +86,17 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 		}
 		defer statusW.Close()
 	}
-	args := []string{"sockfaas-init", "root=" + root, "flags=" + strconv.FormatUint(uint64(cloneflags), 10)}
+	tree, seed, err := l.rootFiles(ctx, root)
+	if err != nil {
+		errW.Close()
+		sock.Close()
+		statusR.Close()
+		return nil, err
+	}
+	defer tree.Close() // the helper has its own once started
+	files := extraFiles(child, errW, statusW, nil, procs)
+	args := append([]string{"sockfaas-init"}, rootArgs(files)...)
+	args = append(args, "flags="+strconv.FormatUint(uint64(cfg.helperFlags()), 10))
 	if len(procs) > 0 {
 		args = append(args, "procs="+strconv.Itoa(len(procs)))
 	}
@@ -98,8 +108,8 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 		Path:        l.path,
 		Args:        args,
 		Env:         []string{},
-		ExtraFiles:  extraFiles(child, errW, statusW, nil, procs),
-		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cloneflags, Setsid: true},
+		ExtraFiles:  append(files, tree, seed),
+		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cfg.helperFlags(), Setsid: true},
 	}
 	l.mu.RLock()
 	if l.exe == nil {
@@ -211,9 +221,10 @@ func (p *Parked) fits(cfg *Config) error {
 // or returns ErrNotParkable if it is too big.
 func (p *Parked) message(cfg *Config) ([]byte, error) {
 	c := *cfg
-	c.Root = ""    // entered at Park
 	c.Attach = nil // nogo
-	args := c.helperArgs()[1:]
+	// The root was entered at Park, which cloned the helper with these
+	// flags: the helper checks they are the same.
+	args := c.helperArgs((&Config{Root: p.root, Cloneflags: p.flags}).helperFlags(), nil)[1:]
 	env := c.Env
 	if len(args)+len(env)+1 > maxParkedStrings {
 		return nil, fmt.Errorf("%w: %d arguments and environment strings", ErrNotParkable, len(args)+len(env))

@@ -512,7 +512,7 @@ func TestParkLimits(t *testing.T) {
 	// nogo, --), the arguments, the environment and the count.
 	cfg := sandboxConfig("", "sh", "-c", `echo $# "$1" "${200}" "$LAST"`, "zero")
 	cfg.Env = append(cfg.Env, "LAST=last")
-	nopts := len(cfg.helperArgs()) - 1 - len(cfg.Args)
+	nopts := len(cfg.helperArgs(cfg.Cloneflags&^unix.CLONE_NEWNS, nil)) - 1 - len(cfg.Args)
 	for i := 1; nopts+len(cfg.Args)+len(cfg.Env)+1 < maxParkedStrings; i++ {
 		cfg.Args = append(cfg.Args, "a"+strconv.Itoa(i))
 	}
@@ -530,7 +530,7 @@ func TestParkLimits(t *testing.T) {
 	// As many bytes as allowed, most of them in one variable.
 	cfg = sandboxConfig("", "sh", "-c", `printf %s "$BIG" | wc -c; printf %s "$BIG" | tr -d x | wc -c`)
 	n := 0
-	for _, s := range cfg.helperArgs()[1:] {
+	for _, s := range cfg.helperArgs(cfg.Cloneflags&^unix.CLONE_NEWNS, nil)[1:] {
 		n += len(s) + 1
 	}
 	for _, s := range cfg.Env {
@@ -755,8 +755,8 @@ func TestParkRefused(t *testing.T) {
 	if after := mountPoints(t); !slices.Equal(before, after) {
 		t.Errorf("host mount table changed:\nbefore %v\nafter  %v", before, after)
 	}
-	if leaked := testutil.MountsUnder(dir); len(leaked) != 1 {
-		t.Errorf("mounts under %s: %v, want only the test's tmpfs", dir, leaked)
+	if leaked := testutil.MountsUnder(dir); len(leaked) != 2 {
+		t.Errorf("mounts under %s: %v, want only the test's two tmpfs", dir, leaked)
 	}
 }
 

@@ -8,9 +8,20 @@
  * clone flags. It has no libc: raw system calls, its own _start, no global
  * mutable state. See launcher_linux.go for the other half of the protocol.
  *
- * argv: sockfaas-init [root=P] [host=H] [uid=N] [gid=N] [dir=P] [flags=N]
- *       [netns] [priv] [procs=N] [nogo] [noinit] -- program args...
+ * argv: sockfaas-init [root=P | tree=N seed=N] [host=H] [uid=N] [gid=N]
+ *       [dir=P] [flags=N] [netns] [priv] [procs=N] [nogo] [noinit]
+ *       -- program args...
  *   (flags are the CLONE_NEW* bits the Go side cloned us with, in decimal)
+ *   root=P: the root is host path P, and flags has CLONE_NEWNS: our mount
+ *   namespace is a copy of the host's, every mount of it, which pivot_root
+ *   and the unmount of the old root then throw away again.
+ *   tree=N seed=N: the root is a detached mount tree open at fd N
+ *   (open_tree(OPEN_TREE_CLONE | AT_RECURSIVE) of the host path), and we
+ *   make our mount namespace ourselves (flags has no CLONE_NEWNS): we join
+ *   the seed namespace at the other fd, whose one mount is an empty
+ *   read-only tmpfs (see Seed below), unshare a copy of that, and attach
+ *   the tree at SEED_DIR in it. The copy and the unmount then cost one
+ *   mount each instead of the host's whole table.
  *   With CLONE_NEWPID we are PID 1 of the new namespace: we stay its init,
  *   forwarding signals and reaping orphans, and run the program as our
  *   child; with noinit we exec the program ourselves, which makes it PID 1
@@ -26,7 +37,7 @@
  * fd 7...: with procs=N, N cgroup.procs files (cgroup v1, one per
  *       hierarchy) open for writing: we join those cgroups first thing.
  *
- * Parked: sockfaas-init root=P flags=N [procs=N] [noinit] park
+ * Parked: sockfaas-init root=P|tree=N seed=N flags=N [procs=N] [noinit] park
  *   does everything that does not depend on the program ahead of time (the
  *   cgroups joined, the mount namespace made private, /proc mounted,
  *   pivot_root into P, the old root unmounted, no_new_privs and the
@@ -41,6 +52,13 @@
  *   network namespace (with netns). It then goes on as if started with
  *   those arguments. EOF instead of a message (the Go side went away)
  *   just exits.
+ *
+ * Seed: sockfaas-init flags=N seed, with flags CLONE_NEWNS
+ *   makes the mount namespace tree=N seed=N starts from: an empty tmpfs
+ *   with one directory, SEED_DIR, mounted read-only as the namespace's
+ *   only mount. EOF on fd 4 says it is ready; the Go side then opens
+ *   /proc/PID/ns/mnt, which keeps the namespace alive, and closes fd 3,
+ *   on which we wait, to let us exit.
  */
 #include <asm/signal.h>
 #include <asm/unistd.h>
@@ -56,6 +74,7 @@
 
 /* Kernel ABI values whose only header is libc's. */
 #define MNT_DETACH 2
+#define AT_FDCWD_ (-100)
 #define AF_INET 2
 #define SOCK_DGRAM 2
 #define IFF_UP 0x1
@@ -63,6 +82,8 @@
 enum { FD_GO = 3, FD_ERR = 4, FD_STATUS = 5, FD_NETNS = 6, FD_PROCS = 7 };
 enum { MAX_PROCS = 16 }; /* cgroup v1 hierarchies we may be asked to join */
 enum { PATH_BUF = 4096 };
+/* Where a tree=N root is attached in the copy of the seed namespace. */
+#define SEED_DIR "/r"
 /* A parked helper's start message: its limits, which the Go side checks. */
 enum { MSG_BUF = 65536, MSG_STRINGS = 1024, MSG_FDS = 6 + MAX_PROCS };
 /* Where received descriptors wait before they move to their numbers. */
@@ -189,6 +210,7 @@ __asm__(".text\n"
 
 struct config {
 	const char *root; /* 0: stay in the current root */
+	long tree, seed;  /* tree=N seed=N: fds, or -1 */
 	const char *host; /* 0: leave the hostname alone */
 	const char *dir;
 	unsigned long uid, gid, flags;
@@ -197,6 +219,7 @@ struct config {
 	int nogo;  /* no go pipe: start at once */
 	int park;  /* enter the root, then wait for the rest on FD_GO */
 	int noinit; /* with CLONE_NEWPID: the program is PID 1, no init */
+	int mkseed; /* make the seed mount namespace (see Seed above) */
 	unsigned long procs; /* cgroup.procs files at FD_PROCS... */
 	char **argv; /* the program's */
 	char **envp;
@@ -309,7 +332,9 @@ static void parse(struct config *c, char **argv, char **envp)
 {
 	const char *v;
 
-	*c = (struct config){ .dir = "/", .envp = envp };
+	unsigned long fd;
+
+	*c = (struct config){ .dir = "/", .envp = envp, .tree = -1, .seed = -1 };
 	for (argv++; *argv; argv++) {
 		const char *a = *argv;
 
@@ -318,6 +343,10 @@ static void parse(struct config *c, char **argv, char **envp)
 			break;
 		} else if ((v = after(a, "root=")))
 			c->root = v;
+		else if ((v = after(a, "tree=")) && number(v, &fd) && fd >= 3 && fd < FD_HIGH)
+			c->tree = (long)fd;
+		else if ((v = after(a, "seed=")) && number(v, &fd) && fd >= 3 && fd < FD_HIGH)
+			c->seed = (long)fd;
 		else if ((v = after(a, "host=")))
 			c->host = v;
 		else if ((v = after(a, "dir=")))
@@ -338,14 +367,26 @@ static void parse(struct config *c, char **argv, char **envp)
 			c->park = 1;
 		else if (after(a, "noinit") && !a[6])
 			c->noinit = 1;
+		else if (after(a, "seed") && !a[4])
+			c->mkseed = 1;
 		else if ((v = after(a, "procs=")) && number(v, &c->procs) && c->procs <= MAX_PROCS)
 			;
 		else
 			fail("arguments", -EINVAL);
 	}
+	/* A tree comes with the seed namespace it is attached in, instead of
+	 * a root path and CLONE_NEWNS. */
+	if ((c->tree < 0) != (c->seed < 0) || (c->tree >= 0 && c->tree == c->seed) ||
+	    (c->tree >= 0 && (c->root || (c->flags & CLONE_NEWNS))))
+		fail("arguments", -EINVAL);
+	if (c->mkseed) {
+		if (c->flags != CLONE_NEWNS || c->root || c->tree >= 0 || c->park || c->argv)
+			fail("arguments", -EINVAL);
+		return;
+	}
 	if (c->park) {
 		/* Everything but the root and the namespaces comes later. */
-		if (!c->root || c->argv || c->netns || c->host)
+		if ((!c->root && c->tree < 0) || c->argv || c->netns || c->host)
 			fail("arguments", -EINVAL);
 		c->nogo = 1;
 	} else if (!c->argv || !c->argv[0])
@@ -434,6 +475,7 @@ static void harden_proc(char *proc, unsigned long n)
 }
 
 static void enter_root(const char *root, int as_root, int own_pids);
+static void attach_tree(struct config *c);
 static void limit_exec(void);
 static void join_cgroups(unsigned long n);
 static __attribute__((noreturn)) void init_loop(long child);
@@ -525,8 +567,8 @@ static unsigned long receive_start(char *buf, char **strs, const struct config *
 	}
 	/* Parked without the bounding set: never privileged; cgroups were
 	 * joined at Park. */
-	if (c->root || c->park || c->priv || c->procs || !c->nogo || c->flags != parked->flags ||
-	    c->noinit != parked->noinit)
+	if (c->root || c->tree >= 0 || c->park || c->mkseed || c->priv || c->procs || !c->nogo ||
+	    c->flags != parked->flags || c->noinit != parked->noinit)
 		fail("receive start", -EINVAL);
 	c->park = 1;
 
@@ -552,7 +594,10 @@ static void park(struct config *c, char *buf, char **strs)
 	struct config parked = *c;
 
 	join_cgroups(c->procs);
-	check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
+	if (c->tree >= 0)
+		attach_tree(c);
+	else
+		check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
 	/* uid 0's /proc protection comes at start, when the uid is known. */
 	enter_root(c->root, 0, c->flags & CLONE_NEWPID);
 	limit_exec();
@@ -589,6 +634,54 @@ static void park(struct config *c, char *buf, char **strs)
 
 		harden_proc(proc, 5);
 	}
+}
+
+/*
+ * tree=N seed=N: our own copy of the seed namespace, with the tree attached
+ * at SEED_DIR, which becomes c->root for enter_root. Nothing before the
+ * setns may touch a mount: until then we are in the host's namespace.
+ */
+static void attach_tree(struct config *c)
+{
+	check(sys2(__NR_setns, c->seed, CLONE_NEWNS), "join seed mount namespace");
+	sys1(__NR_close, c->seed);
+	check(sys1(__NR_unshare, CLONE_NEWNS), "unshare mount namespace");
+	check(sys5(__NR_move_mount, c->tree, "", AT_FDCWD_, SEED_DIR, MOVE_MOUNT_F_EMPTY_PATH),
+	      "attach root");
+	sys1(__NR_close, c->tree);
+	/* The seed's mount is private, and so are fsbind's; this makes sure
+	 * that no mount made below reaches another namespace. */
+	check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
+	c->root = SEED_DIR;
+	c->tree = c->seed = -1;
+}
+
+/*
+ * The seed mount namespace (see Seed above). We were cloned into a copy of
+ * the host's, which we make private; then we pivot into a small read-only
+ * tmpfs stacked on /proc (a directory every system we run on has) and
+ * drop the rest.
+ */
+static __attribute__((noreturn)) void make_seed(void)
+{
+	char b;
+
+	check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
+	check(sys5(__NR_mount, "tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		   "size=4k,nr_inodes=4,mode=0755"),
+	      "mount seed tmpfs");
+	check(sys3(__NR_mkdirat, AT_FDCWD_, "/proc" SEED_DIR, 0755), "mkdir seed dir");
+	check(sys5(__NR_mount, 0, "/proc", 0,
+		   MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
+	      "make seed read-only");
+	check(sys1(__NR_chdir, "/proc"), "chdir to seed");
+	check(sys2(__NR_pivot_root, ".", "."), "pivot_root");
+	check(sys2(__NR_umount2, ".", MNT_DETACH), "unmount old root");
+	check(sys1(__NR_chdir, "/"), "chdir to root");
+	sys1(__NR_close, FD_ERR); /* ready */
+	while (sys3(__NR_read, FD_GO, &b, 1) == -EINTR)
+		;
+	exit_now(0);
 }
 
 static void enter_root(const char *root, int as_root, int own_pids)
@@ -814,6 +907,8 @@ void start(long *sp)
 	sys3(__NR_fcntl, FD_ERR, F_SETFD, FD_CLOEXEC);
 	sys3(__NR_fcntl, FD_STATUS, F_SETFD, FD_CLOEXEC);
 	parse(&c, argv, envp);
+	if (c.mkseed)
+		make_seed();
 	if (c.park) {
 		/* Static: the program's argv and environment live here, and
 		 * the stack has better uses for 64 KiB. Only this one
@@ -840,6 +935,8 @@ void start(long *sp)
 		check(sys2(__NR_setns, FD_NETNS, CLONE_NEWNET), "join network namespace");
 		sys1(__NR_close, FD_NETNS);
 	}
+	if (c.tree >= 0)
+		attach_tree(&c);
 	if (c.root)
 		enter_root(c.root, c.uid == 0, c.flags & CLONE_NEWPID);
 	if (!c.priv) {
