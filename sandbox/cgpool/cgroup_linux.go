@@ -36,8 +36,8 @@ type Cgroup struct {
 	periodSet bool   // v1 cpu.cfs_period_us written
 	oomBase   uint64
 	frozen    bool
-	// peakFD is a v2 memory.peak fd kept open: writing to it resets the
-	// high-water mark seen through that fd only (Linux 6.12+).
+	// peakFD is the high-water mark file, kept open (see resetPeak): on
+	// v2 a write resets the mark seen through that fd only (Linux 6.12+).
 	peakFD        int
 	peakResetable bool
 	// oomFD is the OOM counter file, kept open once read: one pread per
@@ -210,15 +210,19 @@ func (c *Cgroup) setMemory(n int64) error {
 	return err
 }
 
-// resetPeak makes the memory high-water mark start from now. c.mu is held.
+// resetPeak makes the memory high-water mark start from now, through
+// peakFD, opened once: v1 resets memory.max_usage_in_bytes on a write of
+// "0", v2 (Linux 6.12+) memory.peak, for that fd only, on "reset". c.mu is
+// held.
 func (c *Cgroup) resetPeak() error {
-	if !c.pool.v2 {
-		return writeFile(c.files.memPeak, "0")
-	}
+	v2 := c.pool.v2
 	if c.peakFD < 0 {
 		fd, err := openFile(c.files.memPeak, unix.O_RDWR)
 		c.peakResetable = err == nil
 		if err != nil {
+			if !v2 {
+				return err
+			}
 			// Before 6.12 memory.peak is read-only; before 5.19
 			// it does not exist. Stats falls back accordingly.
 			if fd, err = openFile(c.files.memPeak, unix.O_RDONLY); err != nil {
@@ -227,10 +231,14 @@ func (c *Cgroup) resetPeak() error {
 		}
 		c.peakFD = fd
 	}
-	if c.peakResetable {
-		return writeFD(c.peakFD, c.files.memPeak, "reset")
+	if !c.peakResetable {
+		return nil
 	}
-	return nil
+	val := "reset"
+	if !v2 {
+		val = "0"
+	}
+	return writeFD(c.peakFD, c.files.memPeak, val)
 }
 
 // closeFiles releases the fds the cgroup keeps open.
@@ -437,7 +445,7 @@ func (c *Cgroup) Stats() (Stats, error) {
 func (c *Cgroup) peak() (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pool.v2 && c.peakFD >= 0 {
+	if c.peakFD >= 0 {
 		var a [32]byte
 		b, err := readFD(c.peakFD, c.files.memPeak, a[:0], true)
 		if err != nil {
