@@ -2,8 +2,8 @@ package lean_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -249,9 +249,19 @@ func TestNewCleansUpAfterCrash(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 
-	b := newBackend(t, state, cg)
+	var logged bytes.Buffer
+	b, err := lean.New(context.Background(), lean.WithStateDir(state), lean.WithCgroupName(cg),
+		lean.WithPoolSize(4), lean.WithLogger(zerolog.New(&logged)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	if n := len(b.List()); n != 0 {
 		t.Fatalf("new backend sees %d sandboxes", n)
+	}
+	// Cleanup named each sandbox it found from its record.
+	if !strings.Contains(logged.String(), `"sandbox":"crash-0","cgroup":"`+cg+`/`) {
+		t.Errorf("cleanup log does not name crash-0 and its cgroup under %s:\n%s", cg, logged.String())
 	}
 	// None of the crashed process's roots is mounted any more.
 	for _, m := range testutil.MountsUnder(state) {
@@ -462,11 +472,12 @@ func TestRecords(t *testing.T) {
 		if err != nil {
 			t.Fatalf("namespaces %v: %v", spec.Namespaces, err)
 		}
-		var rec struct{ Cgroup string }
-		if err := json.Unmarshal(data, &rec); err != nil {
-			t.Fatal(err)
+		ns, cgroup, _ := strings.Cut(string(data), " ")
+		created, err := strconv.ParseInt(ns, 10, 64)
+		if err != nil || time.Since(time.Unix(0, created)) > time.Minute {
+			t.Errorf("namespaces %v: record %q: creation time %q", spec.Namespaces, data, ns)
 		}
-		if rec.Cgroup == "" || !strings.HasSuffix(info.Cgroups[0], rec.Cgroup) || filepath.Base(dir) != "rec" {
+		if cgroup == "" || !strings.HasSuffix(info.Cgroups[0], cgroup) || filepath.Base(dir) != "rec" {
 			t.Errorf("namespaces %v: record %s on %s, sandbox in %v", spec.Namespaces, data, dir, info.Cgroups)
 		}
 		if err := sb.Destroy(ctx); err != nil {

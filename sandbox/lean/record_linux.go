@@ -1,11 +1,12 @@
 package lean
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,8 +18,8 @@ import (
 // '_park-'); Created is when the root and the cgroup were paired: at
 // Create, or when the sandbox was parked.
 type record struct {
-	Cgroup  string    `json:"cgroup"`
-	Created time.Time `json:"created"`
+	Cgroup  string
+	Created time.Time
 }
 
 // The record of a live sandbox is an extended attribute of its directory
@@ -28,18 +29,31 @@ type record struct {
 // written when it is parked and moves with the directory when Create
 // renames it to the sandbox's ID. On a tmpfs without extended attributes
 // (a kernel built without CONFIG_TMPFS_XATTR) it is a file of that
-// directory instead, recordName.
+// directory instead, recordName. Either holds one line: the creation time
+// in Unix nanoseconds, a space, and the cgroup's name.
 const (
 	recordXattr = "trusted.sockfaas.sandbox"
-	recordName  = "sandbox.json"
+	recordName  = "sandbox.record"
 )
 
-func writeRecord(dir string, r record) error {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return err
+func (r record) encode() []byte {
+	b := make([]byte, 0, 24+len(r.Cgroup))
+	b = strconv.AppendInt(b, r.Created.UnixNano(), 10)
+	return append(append(b, ' '), r.Cgroup...)
+}
+
+func decodeRecord(b []byte) (record, bool) {
+	ns, name, ok := strings.Cut(string(b), " ")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || name == "" {
+		return record{}, false
 	}
-	err = unix.Setxattr(dir, recordXattr, data, 0)
+	return record{Cgroup: name, Created: time.Unix(0, n)}, true
+}
+
+func writeRecord(dir string, r record) error {
+	data := r.encode()
+	err := unix.Setxattr(dir, recordXattr, data, 0)
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		err = os.WriteFile(filepath.Join(dir, recordName), data, 0o600)
 	}
@@ -51,7 +65,7 @@ func writeRecord(dir string, r record) error {
 
 // readRecord reads the record on dir; ok is false when there is none.
 func readRecord(dir string) (r record, ok bool) {
-	var buf [256]byte
+	var buf [512]byte
 	n, err := unix.Getxattr(dir, recordXattr, buf[:])
 	var data []byte
 	switch {
@@ -64,7 +78,7 @@ func readRecord(dir string) (r record, ok bool) {
 	default:
 		return r, false
 	}
-	return r, json.Unmarshal(data, &r) == nil
+	return decodeRecord(data)
 }
 
 // removeRecord removes the record on dir, if any.
