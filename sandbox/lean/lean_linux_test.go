@@ -2,7 +2,6 @@ package lean_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -249,7 +248,7 @@ func TestNewCleansUpAfterCrash(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 
-	var logged bytes.Buffer
+	var logged testutil.SyncBuffer // the backend logs from its own goroutines too
 	b, err := lean.New(context.Background(), lean.WithStateDir(state), lean.WithCgroupName(cg),
 		lean.WithPoolSize(4), lean.WithLogger(zerolog.New(&logged)))
 	if err != nil {
