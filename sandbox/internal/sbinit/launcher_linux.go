@@ -252,14 +252,27 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		files = append(files, tree, seed)
 	}
 	args := cfg.helperArgs(cfg.helperFlags(), root)
+	// nil stdio is the Launcher's /dev/null, which os/exec would
+	// otherwise open twice per start. (Close, which closes it, takes
+	// l.mu, which the start below holds.)
+	stdin, stdout, stderr := cfg.Stdin, cfg.Stdout, cfg.Stderr
+	if stdin == nil {
+		stdin = l.null
+	}
+	if stdout == nil {
+		stdout = l.null
+	}
+	if stderr == nil {
+		stderr = l.null
+	}
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
 			Path:       l.path,
 			Args:       args,
 			Env:        env,
-			Stdin:      cfg.Stdin,
-			Stdout:     cfg.Stdout,
-			Stderr:     cfg.Stderr,
+			Stdin:      stdin,
+			Stdout:     stdout,
+			Stderr:     stderr,
 			ExtraFiles: files,
 			// Without a PID namespace a background child of the program can
 			// hold a stdio pipe open after the program exited; Wait then stops

@@ -108,6 +108,9 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 		Path:        l.path,
 		Args:        args,
 		Env:         []string{},
+		Stdin:       l.null, // until Start sends the program's
+		Stdout:      l.null,
+		Stderr:      l.null,
 		ExtraFiles:  append(files, tree, seed),
 		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cfg.helperFlags(), Setsid: true},
 	}
