@@ -455,6 +455,9 @@ func TestRecords(t *testing.T) {
 	read := func(dir string) ([]byte, error) {
 		buf := make([]byte, 256)
 		n, err := unix.Getxattr(dir, xattr, buf)
+		if errors.Is(err, unix.EOPNOTSUPP) { // a tmpfs without xattrs: a file
+			return os.ReadFile(filepath.Join(dir, "sandbox.record"))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}

@@ -10,7 +10,8 @@ type Config struct {
 	// Root is the host path of the sandbox root, a directory that is a
 	// mount point with a proc directory in it. Requires CLONE_NEWNS. The
 	// sandbox's mount namespace holds a copy of the mounts at and below
-	// Root, taken at Start, and nothing else of the host's.
+	// Root, taken at Start, and nothing else of the host's (unbindable
+	// mounts below Root are left out; an unbindable Root fails).
 	// "" runs the program in the host's root.
 	Root string
 	// Cloneflags: a subset of CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC,

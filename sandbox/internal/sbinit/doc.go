@@ -17,10 +17,10 @@
 // socket; Parked.Start sends it the program, its environment and stdio
 // (SCM_RIGHTS), and it goes on as a freshly started one would.
 //
-// A helper never copies the caller's mount table: it is cloned without
-// CLONE_NEWNS and given its root as a detached mount tree (open_tree of
-// Config.Root) and the Launcher's seed mount namespace, made once, whose
-// only mount is an empty read-only tmpfs. It joins the seed, unshares a
+// A helper that enters a root never copies the caller's mount table: it is
+// cloned without CLONE_NEWNS and given its root as a detached mount tree
+// (open_tree of Config.Root) and the Launcher's seed mount namespace, made
+// once, whose root is an empty read-only tmpfs. It joins the seed, unshares a
 // copy of that one mount, attaches the tree and pivots into it, so that
 // its namespace costs the root's few mounts whatever the host has.
 //

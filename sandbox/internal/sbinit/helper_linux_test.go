@@ -95,11 +95,7 @@ func runHelper(t *testing.T, l *Launcher, args []string, goAhead bool) string {
 		must(t, err)
 	}
 	goW.Close()
-	cmd := &exec.Cmd{
-		Path:       l.path,
-		Args:       append([]string{"sockfaas-init"}, args...),
-		ExtraFiles: []*os.File{goR, errW, errW},
-	}
+	cmd := l.helperCmd(append([]string{"sockfaas-init"}, args...), []*os.File{goR, errW, errW})
 	must(t, cmd.Start())
 	goR.Close()
 	errW.Close()

@@ -24,12 +24,6 @@ import (
 const allowedFlags = unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC |
 	unix.CLONE_NEWUTS | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
 
-// minHelperFD is the lowest descriptor number the helper's memfd may have.
-// In the forked child, Go moves the stdio and ExtraFiles descriptors to
-// 0..5 and, while shuffling, to a few numbers just above; the memfd must
-// survive that to be exec'd as /proc/self/fd/N.
-const minHelperFD = 64
-
 // hostNameMax is the kernel's limit for sethostname (HOST_NAME_MAX).
 const hostNameMax = 64
 
@@ -136,7 +130,6 @@ func parseStepError(msg string, cfg *Config) error {
 type Launcher struct {
 	mu   sync.RWMutex // Start holds it shared so Close cannot pull the memfd away
 	exe  *os.File     // nil once closed
-	path string       // /proc/self/fd/N of exe
 	null *os.File     // /dev/null, read-write: parked helpers' nil stdio
 
 	seedMu sync.Mutex
@@ -168,32 +161,30 @@ func NewLauncher() (*Launcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("reopen helper", err))
 	}
-	high, err := unix.FcntlInt(uintptr(ro), unix.F_DUPFD_CLOEXEC, minHelperFD)
-	unix.Close(ro)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox init: %w", os.NewSyscallError("dup helper", err))
-	}
-	path := "/proc/self/fd/" + strconv.Itoa(high)
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		unix.Close(high)
+		unix.Close(ro)
 		return nil, fmt.Errorf("sandbox init: %w", err)
 	}
-	return &Launcher{exe: os.NewFile(uintptr(high), path), path: path, null: null}, nil
+	return &Launcher{exe: os.NewFile(uintptr(ro), "sockfaas-init"), null: null}, nil
 }
 
 // Close releases the helper. Processes already started are not affected;
 // Start fails afterwards.
 func (l *Launcher) Close() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.exe == nil {
+		l.mu.Unlock()
 		return nil
 	}
 	err := l.exe.Close()
 	l.exe = nil
 	// Parked helpers already started hold their own copies.
 	l.null.Close()
+	l.mu.Unlock()
+	// Only now, and not under mu: seedNS takes seedMu, then mu. No start
+	// that saw exe is still in flight (they hold mu shared), and none
+	// that comes later gets past the exe check.
 	l.seedMu.Lock()
 	if l.seed != nil {
 		l.seed.Close()
@@ -266,46 +257,30 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 		stderr = l.null
 	}
 	newCmd := func() *exec.Cmd {
-		return &exec.Cmd{
-			Path:       l.path,
-			Args:       args,
-			Env:        env,
-			Stdin:      stdin,
-			Stdout:     stdout,
-			Stderr:     stderr,
-			ExtraFiles: files,
-			// Without a PID namespace a background child of the program can
-			// hold a stdio pipe open after the program exited; Wait then stops
-			// copying after this long instead of waiting for it.
-			WaitDelay: time.Second,
-			SysProcAttr: &syscall.SysProcAttr{
-				Cloneflags: cfg.helperFlags(),
-				// Out of the caller's session: no controlling terminal, no
-				// terminal signals (Ctrl-C) reaching sandboxes.
-				Setsid:      true,
-				UseCgroupFD: cfg.CgroupFD >= 0,
-				CgroupFD:    cfg.CgroupFD,
-				// No Pdeathsig: it tracks the forking thread, not the process,
-				// and Go threads come and go.
-			},
+		cmd := l.helperCmd(args, files)
+		cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, stdin, stdout, stderr
+		// Without a PID namespace a background child of the program can
+		// hold a stdio pipe open after the program exited; Wait then stops
+		// copying after this long instead of waiting for it.
+		cmd.WaitDelay = time.Second
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags: cfg.helperFlags(),
+			// Out of the caller's session: no controlling terminal, no
+			// terminal signals (Ctrl-C) reaching sandboxes.
+			Setsid:      true,
+			UseCgroupFD: cfg.CgroupFD >= 0,
+			CgroupFD:    cfg.CgroupFD,
+			// No Pdeathsig: it tracks the forking thread, not the process,
+			// and Go threads come and go.
 		}
+		return cmd
 	}
-	cmd := newCmd()
 	l.mu.RLock()
 	if l.exe == nil {
 		l.mu.RUnlock()
 		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
 	}
-	err := cmd.Start()
-	if errors.Is(err, syscall.EACCES) {
-		// Seen once in many thousands of starts, only while other test
-		// binaries were mounting and unmounting in parallel: exec of our
-		// own sealed helper refused with EACCES. Nothing was started (the
-		// reader of Stdin was not touched), so trying once more is safe.
-		time.Sleep(time.Millisecond)
-		cmd = newCmd()
-		err = cmd.Start()
-	}
+	cmd, err := startHelper(newCmd)
 	l.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox init: start helper: %w", err)
@@ -343,6 +318,38 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 	pipes[2] = nil // statusR now belongs to the Process
 	return &Process{cmd: cmd, status: statusR}, nil
+}
+
+// helperCmd returns a command that execs the helper with extra as its
+// descriptors from 3 on. The helper's memfd goes last among them, and the
+// command execs it as /proc/self/fd/N of that slot. It must be a slot:
+// while it moves descriptors into place, Go's forked child dups some to
+// the numbers just above the highest one it was given, which in a busy
+// process can be any number, the memfd's own included (exec then ran
+// whatever landed there, and failed with EACCES). l.mu must be held.
+func (l *Launcher) helperCmd(args []string, extra []*os.File) *exec.Cmd {
+	extra = append(extra[:len(extra):len(extra)], l.exe)
+	return &exec.Cmd{
+		Path:       "/proc/self/fd/" + strconv.Itoa(2+len(extra)),
+		Args:       args,
+		ExtraFiles: extra,
+	}
+}
+
+// startHelper starts cmd. EACCES from the exec, which the memfd slot (see
+// helperCmd) was meant to end, is retried a few times all the same:
+// nothing was started (the exec failed in the forked child, before the
+// helper ran, and the reader of Stdin was not touched).
+func startHelper(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
+	const tries = 3
+	for i := 1; ; i++ {
+		cmd := newCmd()
+		err := cmd.Start()
+		if err == nil || !errors.Is(err, syscall.EACCES) || i == tries {
+			return cmd, err
+		}
+		time.Sleep(time.Duration(i) * 200 * time.Microsecond)
+	}
 }
 
 // awaitReport reads the helper's error pipe r to EOF: at most 4 KiB, a

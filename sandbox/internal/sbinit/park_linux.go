@@ -104,16 +104,15 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 		args = append(args, "noinit")
 	}
 	args = append(args, "park")
-	cmd := &exec.Cmd{
-		Path:        l.path,
-		Args:        args,
-		Env:         []string{},
-		Stdin:       l.null, // until Start sends the program's
-		Stdout:      l.null,
-		Stderr:      l.null,
-		ExtraFiles:  append(files, tree, seed),
-		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cfg.helperFlags(), Setsid: true},
+	files = append(files, tree, seed)
+	newCmd := func() *exec.Cmd {
+		cmd := l.helperCmd(args, files)
+		cmd.Env = []string{}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = l.null, l.null, l.null // until Start sends the program's
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cfg.helperFlags(), Setsid: true}
+		return cmd
 	}
+	var cmd *exec.Cmd
 	l.mu.RLock()
 	if l.exe == nil {
 		l.mu.RUnlock()
@@ -126,7 +125,7 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 	// closed by then.
 	nullFD, err := unix.FcntlInt(l.null.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err == nil {
-		err = cmd.Start()
+		cmd, err = startHelper(newCmd)
 	}
 	l.mu.RUnlock()
 	var null *os.File
@@ -227,7 +226,7 @@ func (p *Parked) message(cfg *Config) ([]byte, error) {
 	c.Attach = nil // nogo
 	// The root was entered at Park, which cloned the helper with these
 	// flags: the helper checks they are the same.
-	args := c.helperArgs((&Config{Root: p.root, Cloneflags: p.flags}).helperFlags(), nil)[1:]
+	args := c.helperArgs(p.flags&^unix.CLONE_NEWNS, nil)[1:]
 	env := c.Env
 	if len(args)+len(env)+1 > maxParkedStrings {
 		return nil, fmt.Errorf("%w: %d arguments and environment strings", ErrNotParkable, len(args)+len(env))

@@ -57,7 +57,9 @@ func rootArgs(files []*os.File) []string {
 
 // seedNS returns the seed mount namespace, made on first use by a helper
 // run in seed mode (see csrc/sbinit.c): it pivots into the seed tmpfs,
-// reports, and waits until its namespace has been opened here.
+// reports, and waits until its namespace has been opened here. The
+// namespace is kept only if that helper then exits 0: one killed half-way
+// (its report pipe closes as it dies) may leave a half-made namespace.
 func (l *Launcher) seedNS(ctx context.Context) (*os.File, error) {
 	l.seedMu.Lock()
 	defer l.seedMu.Unlock()
@@ -66,48 +68,57 @@ func (l *Launcher) seedNS(ctx context.Context) (*os.File, error) {
 	}
 	goR, goW, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("sandbox init: %w", err)
+		return nil, fmt.Errorf("sandbox init: seed mount namespace: %w", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		goR.Close()
 		goW.Close()
-		return nil, fmt.Errorf("sandbox init: %w", err)
+		return nil, fmt.Errorf("sandbox init: seed mount namespace: %w", err)
 	}
 	defer errR.Close()
-	cmd := &exec.Cmd{
-		Path:        l.path,
-		Args:        []string{"sockfaas-init", "flags=" + strconv.Itoa(unix.CLONE_NEWNS), "seed"},
-		Env:         []string{},
-		ExtraFiles:  []*os.File{goR, errW},
-		SysProcAttr: &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Setsid: true},
+	newCmd := func() *exec.Cmd {
+		cmd := l.helperCmd([]string{"sockfaas-init", "flags=" + strconv.Itoa(unix.CLONE_NEWNS), "seed"}, []*os.File{goR, errW})
+		cmd.Env = []string{}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = l.null, l.null, l.null
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Setsid: true}
+		return cmd
 	}
+	var cmd *exec.Cmd
 	l.mu.RLock()
 	if l.exe == nil {
 		err = fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
-	} else {
-		err = cmd.Start()
+	} else if cmd, err = startHelper(newCmd); err != nil {
+		err = fmt.Errorf("sandbox init: start seed helper: %w", err)
 	}
 	l.mu.RUnlock()
 	goR.Close()
 	errW.Close()
 	if err != nil {
 		goW.Close()
-		return nil, fmt.Errorf("sandbox init: start seed helper: %w", err)
+		return nil, err
 	}
-	defer func() {
-		goW.Close() // EOF: the seed helper exits
-		_ = cmd.Wait()
-	}()
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
-	if err := awaitReport(ctx, stop, errR, &Config{Args: []string{"seed"}}); err != nil {
-		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("make seed mount namespace: %w", err)
+	err = awaitReport(ctx, stop, errR, &Config{Args: []string{"seed"}})
+	var ns *os.File
+	if err == nil { // else a *StepError naming the failed step
+		if ns, err = os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/mnt"); err != nil {
+			err = fmt.Errorf("sandbox init: seed mount namespace: %w", err)
+		}
 	}
-	ns, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/mnt")
 	if err != nil {
 		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("sandbox init: seed mount namespace: %w", err)
+	}
+	goW.Close() // EOF: the seed helper exits
+	werr := cmd.Wait()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil:
+		return nil, err
+	case werr != nil:
+		ns.Close()
+		return nil, fmt.Errorf("sandbox init: seed helper: %w", werr)
 	}
 	l.seed = ns
 	return ns, nil

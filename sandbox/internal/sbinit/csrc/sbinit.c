@@ -12,16 +12,17 @@
  *       [dir=P] [flags=N] [netns] [priv] [procs=N] [nogo] [noinit]
  *       -- program args...
  *   (flags are the CLONE_NEW* bits the Go side cloned us with, in decimal)
+ *   tree=N seed=N (what the Go side sends): the root is a detached mount
+ *   tree open at fd N (open_tree(OPEN_TREE_CLONE | AT_RECURSIVE) of the
+ *   host path), and we make our mount namespace ourselves (flags has no
+ *   CLONE_NEWNS): we join the seed namespace at the other fd, whose
+ *   mounts are an empty read-only tmpfs and the kernel's hidden rootfs
+ *   under it (see Seed below), unshare a copy of that, and attach the
+ *   tree at SEED_DIR in it. The copy and the unmount of the old root then
+ *   cost those two mounts instead of the host's whole table.
  *   root=P: the root is host path P, and flags has CLONE_NEWNS: our mount
- *   namespace is a copy of the host's, every mount of it, which pivot_root
- *   and the unmount of the old root then throw away again.
- *   tree=N seed=N: the root is a detached mount tree open at fd N
- *   (open_tree(OPEN_TREE_CLONE | AT_RECURSIVE) of the host path), and we
- *   make our mount namespace ourselves (flags has no CLONE_NEWNS): we join
- *   the seed namespace at the other fd, whose one mount is an empty
- *   read-only tmpfs (see Seed below), unshare a copy of that, and attach
- *   the tree at SEED_DIR in it. The copy and the unmount then cost one
- *   mount each instead of the host's whole table.
+ *   namespace is a copy of the caller's, every mount of it, which
+ *   pivot_root and the unmount of the old root then throw away again.
  *   With CLONE_NEWPID we are PID 1 of the new namespace: we stay its init,
  *   forwarding signals and reaping orphans, and run the program as our
  *   child; with noinit we exec the program ourselves, which makes it PID 1
@@ -36,6 +37,9 @@
  * fd 6: with netns, the network namespace to join.
  * fd 7...: with procs=N, N cgroup.procs files (cgroup v1, one per
  *       hierarchy) open for writing: we join those cgroups first thing.
+ * then: with tree=N seed=N, the tree and the seed namespace, at the
+ *       numbers given, after all of the above (from 6 without netns and
+ *       procs).
  *
  * Parked: sockfaas-init root=P|tree=N seed=N flags=N [procs=N] [noinit] park
  *   does everything that does not depend on the program ahead of time (the
@@ -47,7 +51,8 @@
  *   fd 4 into a copy of fd 3 (EOF: parked), and waits on fd 3, a
  *   SOCK_SEQPACKET socket, for one message: the decimal count of the argv
  *   strings that follow, those strings (the options and program above,
- *   without root= and procs=), then the environment, all NUL-terminated;
+ *   without root=, tree=, seed= and procs=, and with the flags= of Park),
+ *   then the environment, all NUL-terminated;
  *   and, as SCM_RIGHTS, stdin, stdout, stderr, the error pipe and the
  *   network namespace (with netns). It then goes on as if started with
  *   those arguments. EOF instead of a message (the Go side went away)
@@ -56,7 +61,7 @@
  * Seed: sockfaas-init flags=N seed, with flags CLONE_NEWNS
  *   makes the mount namespace tree=N seed=N starts from: an empty tmpfs
  *   with one directory, SEED_DIR, mounted read-only as the namespace's
- *   only mount. EOF on fd 4 says it is ready; the Go side then opens
+ *   root (over the kernel's hidden rootfs). EOF on fd 4 says it is ready; the Go side then opens
  *   /proc/PID/ns/mnt, which keeps the namespace alive, and closes fd 3,
  *   on which we wait, to let us exit.
  */
@@ -343,9 +348,9 @@ static void parse(struct config *c, char **argv, char **envp)
 			break;
 		} else if ((v = after(a, "root=")))
 			c->root = v;
-		else if ((v = after(a, "tree=")) && number(v, &fd) && fd >= 3 && fd < FD_HIGH)
+		else if ((v = after(a, "tree=")) && c->tree < 0 && number(v, &fd) && fd < FD_HIGH)
 			c->tree = (long)fd;
-		else if ((v = after(a, "seed=")) && number(v, &fd) && fd >= 3 && fd < FD_HIGH)
+		else if ((v = after(a, "seed=")) && c->seed < 0 && number(v, &fd) && fd < FD_HIGH)
 			c->seed = (long)fd;
 		else if ((v = after(a, "host=")))
 			c->host = v;
@@ -374,13 +379,20 @@ static void parse(struct config *c, char **argv, char **envp)
 		else
 			fail("arguments", -EINVAL);
 	}
-	/* A tree comes with the seed namespace it is attached in, instead of
-	 * a root path and CLONE_NEWNS. */
+	/*
+	 * A tree comes with the seed namespace it is attached in, instead of
+	 * a root path and CLONE_NEWNS, at descriptors after every other one.
+	 */
+	fd = (c->netns || c->procs) ? FD_PROCS + c->procs : FD_NETNS;
 	if ((c->tree < 0) != (c->seed < 0) || (c->tree >= 0 && c->tree == c->seed) ||
-	    (c->tree >= 0 && (c->root || (c->flags & CLONE_NEWNS))))
+	    (c->tree >= 0 && (c->tree < (long)fd || c->seed < (long)fd || c->root ||
+			      (c->flags & CLONE_NEWNS))))
 		fail("arguments", -EINVAL);
 	if (c->mkseed) {
-		if (c->flags != CLONE_NEWNS || c->root || c->tree >= 0 || c->park || c->argv)
+		/* flags=CLONE_NEWNS and nothing else. */
+		if (c->flags != CLONE_NEWNS || c->root || c->tree >= 0 || c->park || c->argv ||
+		    c->host || c->netns || c->priv || c->procs || c->nogo || c->noinit || c->uid ||
+		    c->gid || c->dir[0] != '/' || c->dir[1])
 			fail("arguments", -EINVAL);
 		return;
 	}
@@ -646,11 +658,13 @@ static void attach_tree(struct config *c)
 	check(sys2(__NR_setns, c->seed, CLONE_NEWNS), "join seed mount namespace");
 	sys1(__NR_close, c->seed);
 	check(sys1(__NR_unshare, CLONE_NEWNS), "unshare mount namespace");
+	/* The seed's mounts are private already; this makes sure. */
+	check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
 	check(sys5(__NR_move_mount, c->tree, "", AT_FDCWD_, SEED_DIR, MOVE_MOUNT_F_EMPTY_PATH),
 	      "attach root");
 	sys1(__NR_close, c->tree);
-	/* The seed's mount is private, and so are fsbind's; this makes sure
-	 * that no mount made below reaches another namespace. */
+	/* A clone of a shared mount is in its peer group: out of it, so that
+	 * no mount made below reaches another namespace. */
 	check(sys5(__NR_mount, "", "/", 0, MS_REC | MS_PRIVATE, 0), "make mounts private");
 	c->root = SEED_DIR;
 	c->tree = c->seed = -1;
