@@ -193,20 +193,29 @@ func (b *Builder) takeSpare(id string) (r *Root, ok bool, err error) {
 	default:
 		return nil, false, nil
 	}
-	rdir := b.dir + "/" + id
-	err = ignoringEINTR(func() error {
-		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, rdir, unix.RENAME_NOREPLACE)
-	})
+	nr, err := b.move(r, id, nil, true)
 	if err != nil {
 		if terr := r.teardown(); terr != nil {
 			b.cfg.log.Warn().Err(terr).Str("dir", r.Dir).Msg("cannot tear down a spare root")
 		}
-		return nil, true, &os.PathError{Op: "rename", Path: rdir, Err: err}
+		return nil, true, err
 	}
-	// The mounts moved along with the directory.
-	nr := b.newRoot(id, nil)
-	nr.spare.Store(true)
 	return nr, true, nil
+}
+
+// move renames r's directory to id's and returns it as a new Root with
+// mountPoints and spare; the mounts move along with the directory. An
+// existing directory of that name is an error matching fs.ErrExist.
+func (b *Builder) move(r *Root, id string, mountPoints []string, spare bool) (*Root, error) {
+	nr := b.newRoot(id, mountPoints)
+	err := ignoringEINTR(func() error {
+		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, nr.Dir, unix.RENAME_NOREPLACE)
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "rename", Path: nr.Dir, Err: err}
+	}
+	nr.spare.Store(spare)
+	return nr, nil
 }
 
 func (b *Builder) newRoot(id string, mountPoints []string) *Root {
@@ -488,7 +497,7 @@ func (b *Builder) Build(ctx context.Context, id string, spec Spec) (*Root, error
 	if err != nil {
 		return nil, fmt.Errorf("build root %q: %w", id, err)
 	}
-	if b.spares != nil && isDefault(spec) {
+	if b.spares != nil && spec.IsDefault() {
 		r, ok, err := b.takeSpare(id)
 		if err != nil {
 			return nil, fmt.Errorf("build root %q: %w", id, err)
@@ -513,7 +522,7 @@ func (b *Builder) Build(ctx context.Context, id string, spec Spec) (*Root, error
 		}
 		return nil, fmt.Errorf("build root %q: %w", id, err)
 	}
-	r.spare.Store(isDefault(spec))
+	r.spare.Store(spec.IsDefault())
 	b.cfg.log.Debug().Str("sandbox", id).Dur("dur", time.Since(start)).Msg("root built")
 	return r, nil
 }
@@ -706,15 +715,11 @@ func (r *Root) Release() error {
 	if !r.pristine() {
 		return r.retire()
 	}
-	nr := b.newRoot(b.spareName(), nil)
-	err := ignoringEINTR(func() error {
-		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, nr.Dir, unix.RENAME_NOREPLACE)
-	})
+	nr, err := b.move(r, b.spareName(), nil, true)
 	if err != nil {
 		b.cfg.log.Warn().Err(err).Str("dir", r.Dir).Msg("cannot keep a released root as a spare")
 		return r.retire()
 	}
-	nr.spare.Store(true)
 	select {
 	case b.spares <- nr:
 		b.cfg.log.Debug().Str("sandbox", r.ID).Str("spare", nr.ID).Msg("root kept as a spare")
@@ -744,14 +749,10 @@ func (r *Root) Rename(id string) (*Root, error) {
 	if r.gone.Load() {
 		return nil, fmt.Errorf("rename root %q: released: %w", r.ID, ErrInvalid)
 	}
-	nr := b.newRoot(id, r.mountPoints)
-	err := ignoringEINTR(func() error {
-		return unix.Renameat2(unix.AT_FDCWD, r.Dir, unix.AT_FDCWD, nr.Dir, unix.RENAME_NOREPLACE)
-	})
+	nr, err := b.move(r, id, r.mountPoints, r.spare.Load())
 	if err != nil {
-		return nil, fmt.Errorf("rename root %q: %w", r.ID, &os.PathError{Op: "rename", Path: nr.Dir, Err: err})
+		return nil, fmt.Errorf("rename root %q: %w", r.ID, err)
 	}
-	nr.spare.Store(r.spare.Load())
 	r.gone.Store(true)
 	return nr, nil
 }

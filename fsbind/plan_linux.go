@@ -98,10 +98,6 @@ func appendOwn(p *plan, devTemplate string, tmpSize int64) {
 	)
 }
 
-// isDefault says whether spec builds the Builder's precomputed default
-// plan: the host base and nothing else.
-func isDefault(spec Spec) bool { return spec.IsDefault() }
-
 // plan works out how to build spec. The returned plan may share memory with
 // the Builder's precomputed plans: never modify it in place.
 func (b *Builder) plan(spec Spec) (plan, error) {
@@ -109,7 +105,7 @@ func (b *Builder) plan(spec Spec) (plan, error) {
 	if tmpSize == 0 {
 		tmpSize = DefaultTmpSize
 	}
-	if isDefault(spec) {
+	if spec.IsDefault() {
 		return b.defaults, nil
 	}
 	var p plan

@@ -40,6 +40,7 @@ func (*Cgroup) OpenProcs() ([]*os.File, error) { return nil, errOS() }
 func (*Cgroup) JoinFiles() ([]*os.File, error) { return nil, errOS() }
 func (*Cgroup) Attach(int) error               { return errOS() }
 func (*Cgroup) OpenDir() (*os.File, error)     { return nil, errOS() }
+func (*Cgroup) JoinDir() (*os.File, error)     { return nil, errOS() }
 func (*Cgroup) Pids() ([]int, error)           { return nil, errOS() }
 func (*Cgroup) Freeze(context.Context) error   { return errOS() }
 func (*Cgroup) Thaw() error                    { return errOS() }

@@ -45,6 +45,8 @@ type Cgroup struct {
 	oomFD int
 	// join are the cgroup.procs files, open for writing (JoinFiles).
 	join []*os.File
+	// dir is the v2 directory, open for clone3 (JoinDir).
+	dir *os.File
 }
 
 // cgFiles are the paths of the files the pool reads and writes; "" when
@@ -257,6 +259,10 @@ func (c *Cgroup) closeFiles() {
 		_ = f.Close()
 	}
 	c.join = nil
+	if c.dir != nil {
+		_ = c.dir.Close()
+		c.dir = nil
+	}
 }
 
 // Name is the absolute cgroup path, e.g. "/sockfaas/cg-3".
@@ -331,6 +337,24 @@ func (c *Cgroup) OpenDir() (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cgroup %s: %w", c.name, err)
 	}
+	return f, nil
+}
+
+// JoinDir returns the cgroup's directory open for clone3(CLONE_INTO_CGROUP),
+// as OpenDir does, but opened once and kept open while the cgroup is in
+// the pool, as JoinFiles is for v1: the caller must not close it, and must
+// not use it after Put. Only on v2; ErrUnsupported on v1.
+func (c *Cgroup) JoinDir() (*os.File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dir != nil {
+		return c.dir, nil
+	}
+	f, err := c.OpenDir()
+	if err != nil {
+		return nil, err
+	}
+	c.dir = f
 	return f, nil
 }
 

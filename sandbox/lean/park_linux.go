@@ -77,8 +77,7 @@ func (b *Backend) park(ctx context.Context) (parked, error) {
 		helper, err = b.launcher.Park(ctx, root.Path, cloneflags(sandbox.DefaultNamespaces), true, procs)
 	}
 	if err != nil {
-		_ = b.cgroups.Put(context.Background(), cg)
-		_ = releaseRoot(root)
+		b.discard(parked{root: root, cg: cg})
 		return parked{}, err
 	}
 	return parked{root: root, cg: cg, helper: helper}, nil
@@ -116,7 +115,6 @@ func (b *Backend) stopParked(ctx context.Context) error {
 // the helper cannot take cfg (or died while parked): it is gone then, and
 // the caller starts cfg the usual way.
 func (s *Sandbox) startParked(ctx context.Context, helper *sbinit.Parked, cfg sbinit.Config) (_ *sbinit.Process, ok bool, _ error) {
-	cfg.CgroupFD, cfg.CgroupProcs = -1, nil // the helper joined at Park
 	sp, err := helper.Start(ctx, cfg)
 	if errors.Is(err, sbinit.ErrNotParkable) {
 		_ = helper.Close()

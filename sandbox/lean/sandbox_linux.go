@@ -267,12 +267,12 @@ func (s *Sandbox) start(ctx context.Context, p sandbox.ProcessSpec, privileged b
 // cgroup as it is born (v2) or first thing (v1).
 func (s *Sandbox) startNew(ctx context.Context, cfg sbinit.Config) (*sbinit.Process, error) {
 	if s.b.layout.Version == cgpool.V2 {
-		// clone3(CLONE_INTO_CGROUP): the child is born in the cgroup.
-		dir, err := s.cg.OpenDir()
+		// clone3(CLONE_INTO_CGROUP): the child is born in the cgroup,
+		// through a directory the pool keeps open.
+		dir, err := s.cg.JoinDir()
 		if err != nil {
 			return nil, err
 		}
-		defer dir.Close()
 		cfg.CgroupFD = int(dir.Fd())
 	} else {
 		// v1: the helper joins every hierarchy itself before anything

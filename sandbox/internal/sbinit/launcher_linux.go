@@ -87,19 +87,13 @@ func (c *Config) helperArgs(flags uintptr, root []string) []string {
 	}
 	args = append(args,
 		"uid="+strconv.FormatUint(uint64(c.UID), 10),
-		"gid="+strconv.FormatUint(uint64(c.GID), 10),
-		"flags="+strconv.FormatUint(uint64(flags), 10))
+		"gid="+strconv.FormatUint(uint64(c.GID), 10))
+	args = append(args, c.nsArgs(flags)...)
 	if c.NetNS != nil {
 		args = append(args, "netns")
 	}
 	if c.Privileged {
 		args = append(args, "priv")
-	}
-	if len(c.CgroupProcs) > 0 {
-		args = append(args, "procs="+strconv.Itoa(len(c.CgroupProcs)))
-	}
-	if c.NoInit && c.Cloneflags&unix.CLONE_NEWPID != 0 {
-		args = append(args, "noinit")
 	}
 	if c.Attach == nil {
 		// Nothing to wait for: no go pipe at all.
@@ -107,6 +101,21 @@ func (c *Config) helperArgs(flags uintptr, root []string) []string {
 	}
 	args = append(args, "--")
 	return append(args, c.Args...)
+}
+
+// nsArgs are the helper's arguments for its namespaces and cgroups, which
+// Park and Start share (the helper refuses a start whose noinit differs
+// from Park's): flags as the clone flags, the number of CgroupProcs, and
+// noinit when it applies.
+func (c *Config) nsArgs(flags uintptr) []string {
+	args := []string{"flags=" + strconv.FormatUint(uint64(flags), 10)}
+	if len(c.CgroupProcs) > 0 {
+		args = append(args, "procs="+strconv.Itoa(len(c.CgroupProcs)))
+	}
+	if c.NoInit && c.Cloneflags&unix.CLONE_NEWPID != 0 {
+		args = append(args, "noinit")
+	}
+	return args
 }
 
 // hasInit says whether the helper stays as the PID namespace's init, which
@@ -256,31 +265,28 @@ func (l *Launcher) Start(ctx context.Context, cfg Config) (*Process, error) {
 	if stderr == nil {
 		stderr = l.null
 	}
-	newCmd := func() *exec.Cmd {
-		cmd := l.helperCmd(args, files)
-		cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, stdin, stdout, stderr
-		// Without a PID namespace a background child of the program can
-		// hold a stdio pipe open after the program exited; Wait then stops
-		// copying after this long instead of waiting for it.
-		cmd.WaitDelay = time.Second
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Cloneflags: cfg.helperFlags(),
-			// Out of the caller's session: no controlling terminal, no
-			// terminal signals (Ctrl-C) reaching sandboxes.
-			Setsid:      true,
-			UseCgroupFD: cfg.CgroupFD >= 0,
-			CgroupFD:    cfg.CgroupFD,
-			// No Pdeathsig: it tracks the forking thread, not the process,
-			// and Go threads come and go.
-		}
-		return cmd
-	}
 	l.mu.RLock()
 	if l.exe == nil {
 		l.mu.RUnlock()
 		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
 	}
-	cmd, err := startHelper(newCmd)
+	cmd := l.helperCmd(args, files)
+	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, stdin, stdout, stderr
+	// Without a PID namespace a background child of the program can hold
+	// a stdio pipe open after the program exited; Wait then stops copying
+	// after this long instead of waiting for it.
+	cmd.WaitDelay = time.Second
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: cfg.helperFlags(),
+		// Out of the caller's session: no controlling terminal, no
+		// terminal signals (Ctrl-C) reaching sandboxes.
+		Setsid:      true,
+		UseCgroupFD: cfg.CgroupFD >= 0,
+		CgroupFD:    cfg.CgroupFD,
+		// No Pdeathsig: it tracks the forking thread, not the process,
+		// and Go threads come and go.
+	}
+	err := cmd.Start()
 	l.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox init: start helper: %w", err)
@@ -333,22 +339,6 @@ func (l *Launcher) helperCmd(args []string, extra []*os.File) *exec.Cmd {
 		Path:       "/proc/self/fd/" + strconv.Itoa(2+len(extra)),
 		Args:       args,
 		ExtraFiles: extra,
-	}
-}
-
-// startHelper starts cmd. EACCES from the exec, which the memfd slot (see
-// helperCmd) was meant to end, is retried a few times all the same:
-// nothing was started (the exec failed in the forked child, before the
-// helper ran, and the reader of Stdin was not touched).
-func startHelper(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
-	const tries = 3
-	for i := 1; ; i++ {
-		cmd := newCmd()
-		err := cmd.Start()
-		if err == nil || !errors.Is(err, syscall.EACCES) || i == tries {
-			return cmd, err
-		}
-		time.Sleep(time.Duration(i) * 200 * time.Microsecond)
 	}
 }
 

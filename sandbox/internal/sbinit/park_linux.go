@@ -68,90 +68,71 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 	}
 	sock, child := os.NewFile(uintptr(fds[0]), "park"), os.NewFile(uintptr(fds[1]), "park")
 	defer child.Close()
+	// What goes to the Parked; closed here unless it is made. (Close on a
+	// nil *os.File is a no-op.)
+	var statusR, null *os.File
+	parked := false
+	defer func() {
+		if !parked {
+			sock.Close()
+			statusR.Close()
+			null.Close()
+		}
+	}()
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		sock.Close()
 		return nil, fmt.Errorf("sandbox init: %w", err)
 	}
 	defer errR.Close()
+	defer errW.Close() // the helper's end; closed again below, harmlessly
 	// With an init, the status pipe is PID 1's from the start: it forks
 	// the program's process at Park and only waits for it afterwards.
-	// Without, there is none (the Close calls below are no-ops on nil).
-	var statusR, statusW *os.File
+	// Without, there is none.
+	var statusW *os.File
 	if cfg.hasInit() {
 		if statusR, statusW, err = os.Pipe(); err != nil {
-			errW.Close()
-			sock.Close()
 			return nil, fmt.Errorf("sandbox init: %w", err)
 		}
 		defer statusW.Close()
 	}
 	tree, seed, err := l.rootFiles(ctx, root)
 	if err != nil {
-		errW.Close()
-		sock.Close()
-		statusR.Close()
 		return nil, err
 	}
 	defer tree.Close() // the helper has its own once started
 	files := extraFiles(child, errW, statusW, nil, procs)
 	args := append([]string{"sockfaas-init"}, rootArgs(files)...)
-	args = append(args, "flags="+strconv.FormatUint(uint64(cfg.helperFlags()), 10))
-	if len(procs) > 0 {
-		args = append(args, "procs="+strconv.Itoa(len(procs)))
-	}
-	if noInit {
-		args = append(args, "noinit")
-	}
-	args = append(args, "park")
-	files = append(files, tree, seed)
-	newCmd := func() *exec.Cmd {
-		cmd := l.helperCmd(args, files)
-		cmd.Env = []string{}
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = l.null, l.null, l.null // until Start sends the program's
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cfg.helperFlags(), Setsid: true}
-		return cmd
-	}
-	var cmd *exec.Cmd
+	args = append(append(args, cfg.nsArgs(cfg.helperFlags())...), "park")
+	cmd := l.helperCmd(args, append(files, tree, seed))
+	cmd.Env = []string{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cfg.helperFlags(), Setsid: true}
 	l.mu.RLock()
 	if l.exe == nil {
 		l.mu.RUnlock()
-		errW.Close()
-		sock.Close()
-		statusR.Close()
 		return nil, fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
 	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = l.null, l.null, l.null // until Start sends the program's
 	// A /dev/null of its own for nil stdio at Start: the Launcher's may be
 	// closed by then.
 	nullFD, err := unix.FcntlInt(l.null.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err == nil {
-		cmd, err = startHelper(newCmd)
+		null = os.NewFile(uintptr(nullFD), os.DevNull)
+		err = cmd.Start()
 	}
 	l.mu.RUnlock()
-	var null *os.File
-	if nullFD >= 0 {
-		null = os.NewFile(uintptr(nullFD), os.DevNull)
-		if err != nil {
-			null.Close()
-		}
-	}
 	errW.Close()
 	statusW.Close()
 	if err != nil {
-		sock.Close()
-		statusR.Close()
 		return nil, fmt.Errorf("sandbox init: park helper: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
 	if err := awaitReport(ctx, stop, errR, &cfg); err != nil {
-		sock.Close()
-		null.Close()
-		statusR.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, err
 	}
-	return &Parked{root: root, flags: cloneflags, noInit: noInit, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null, status: statusR}, nil
+	parked = true
+	return &Parked{root: root, flags: cloneflags, noInit: cfg.NoInit && cloneflags&unix.CLONE_NEWPID != 0, cmd: cmd, sock: sock, mntns: holdMountNS(cmd.Process.Pid), null: null, status: statusR}, nil
 }
 
 // holdMountNS opens process pid's mount namespace, or returns nil. Whoever
@@ -160,11 +141,16 @@ func (l *Launcher) Park(ctx context.Context, root string, cloneflags uintptr, no
 // 100 µs here. Holding one moves that wait out of the helper's exit, which
 // Process.Wait waits for, into a goroutine after it.
 func holdMountNS(pid int) *os.File {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+	f, err := openMountNS(pid)
 	if err != nil {
 		return nil
 	}
 	return f
+}
+
+// openMountNS opens process pid's mount namespace.
+func openMountNS(pid int) (*os.File, error) {
+	return os.Open("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
 }
 
 // Pid returns the parked helper's host pid.

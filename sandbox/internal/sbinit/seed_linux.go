@@ -77,19 +77,18 @@ func (l *Launcher) seedNS(ctx context.Context) (*os.File, error) {
 		return nil, fmt.Errorf("sandbox init: seed mount namespace: %w", err)
 	}
 	defer errR.Close()
-	newCmd := func() *exec.Cmd {
-		cmd := l.helperCmd([]string{"sockfaas-init", "flags=" + strconv.Itoa(unix.CLONE_NEWNS), "seed"}, []*os.File{goR, errW})
-		cmd.Env = []string{}
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = l.null, l.null, l.null
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Setsid: true}
-		return cmd
-	}
 	var cmd *exec.Cmd
 	l.mu.RLock()
 	if l.exe == nil {
 		err = fmt.Errorf("sandbox init: launcher closed: %w", os.ErrClosed)
-	} else if cmd, err = startHelper(newCmd); err != nil {
-		err = fmt.Errorf("sandbox init: start seed helper: %w", err)
+	} else {
+		cmd = l.helperCmd([]string{"sockfaas-init", "flags=" + strconv.Itoa(unix.CLONE_NEWNS), "seed"}, []*os.File{goR, errW})
+		cmd.Env = []string{}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = l.null, l.null, l.null
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Setsid: true}
+		if err = cmd.Start(); err != nil {
+			err = fmt.Errorf("sandbox init: start seed helper: %w", err)
+		}
 	}
 	l.mu.RUnlock()
 	goR.Close()
@@ -102,7 +101,7 @@ func (l *Launcher) seedNS(ctx context.Context) (*os.File, error) {
 	err = awaitReport(ctx, stop, errR, &Config{Args: []string{"seed"}})
 	var ns *os.File
 	if err == nil { // else a *StepError naming the failed step
-		if ns, err = os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/mnt"); err != nil {
+		if ns, err = openMountNS(cmd.Process.Pid); err != nil {
 			err = fmt.Errorf("sandbox init: seed mount namespace: %w", err)
 		}
 	}
