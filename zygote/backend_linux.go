@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -297,12 +295,7 @@ func members(info sandbox.Info) map[int]string {
 	out := map[int]string{}
 	pids := append([]int(nil), info.Pids...)
 	for _, dir := range info.Cgroups {
-		data, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
+		pids = append(pids, readProcs(filepath.Join(dir, "cgroup.procs"))...)
 	}
 	for _, pid := range pids {
 		if st, ok := startTime(pid); ok {
@@ -313,18 +306,7 @@ func members(info sandbox.Info) map[int]string {
 }
 
 // startTime reads a process's start time (field 22 of /proc/PID/stat).
-func startTime(pid int) (string, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", false
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 {
-		return "", false
-	}
-	return f[19], true
-}
+func startTime(pid int) (string, bool) { return startOf(procStat(pid)) }
 
 // settleFailedFork makes sure a fork that failed left nothing in the
 // sandbox when Start returns: strays (the fork's child, a PID namespace's

@@ -31,54 +31,42 @@ func writeBody(b *requestBody) (*os.File, error) {
 		return nil, fmt.Errorf("request body: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "sockfaas-fork-body")
-	for len(data) > 0 {
-		n, err := unix.Write(fd, data)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			f.Close()
-			return nil, fmt.Errorf("request body: %w", err)
-		}
-		data = data[n:]
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("request body: %w", err)
 	}
 	return f, nil
 }
 
 // openInSandbox opens a pidfd for pid, the pid a zygote reported for a
 // child it forked into sb, and checks that the process is in sb's cgroup:
-// a zygote is not trusted to name any other process. live is false when
-// the process is gone already (fd is then -1): it cannot be signalled, and
-// its exit message is on its way.
-func openInSandbox(pid int, sb *lean.Sandbox) (fd int, live bool, err error) {
+// a zygote is not trusted to name any other process. A process gone
+// already (fd is -1 if it was reaped) cannot be signalled, and its exit
+// message is on its way.
+func openInSandbox(pid int, sb *lean.Sandbox) (fd int, err error) {
 	if pid <= 0 {
-		return -1, false, fmt.Errorf("bad pid %d in reply", pid)
+		return -1, fmt.Errorf("bad pid %d in reply", pid)
 	}
 	fd, err = unix.PidfdOpen(pid, 0)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
-			return -1, false, nil
+			return -1, nil
 		}
-		return -1, false, fmt.Errorf("pidfd of pid %d: %w", pid, err)
+		return -1, fmt.Errorf("pidfd of pid %d: %w", pid, err)
 	}
 	// With the pidfd open, pid names that process for as long as the
 	// check below finds it alive.
 	ok, err := pidInCgroups(pid, sb.Info().Cgroups)
-	if ok {
-		if unix.PidfdSendSignal(fd, 0, nil, 0) == nil {
-			return fd, true, nil
-		}
-		return fd, false, nil // exited meanwhile: no signal reaches anything
-	}
-	if gone(pid, fd) {
-		// A zombie (or reaped) process has left its cgroup: harmless.
-		return fd, false, nil
+	if ok || gone(pid, fd) {
+		// In sb's cgroup, or a zombie (or reaped) process that has left
+		// it: harmless.
+		return fd, nil
 	}
 	unix.Close(fd)
 	if err != nil {
-		return -1, false, fmt.Errorf("pid %d: %w", pid, err)
+		return -1, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	return -1, false, fmt.Errorf("reported pid %d is not in sandbox %s's cgroup: refused", pid, sb.ID())
+	return -1, fmt.Errorf("reported pid %d is not in sandbox %s's cgroup: refused", pid, sb.ID())
 }
 
 // gone reports whether the process behind pidfd (pid) has exited or is
@@ -100,12 +88,8 @@ func gone(pid, pidfd int) bool {
 			break
 		}
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+	f := procStat(pid)
+	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
 }
 
 // pidInCgroups reports whether /proc/<pid>/cgroup puts the process in every
@@ -185,27 +169,24 @@ func killStrays(sb *lean.Sandbox, known map[int]bool, limit time.Duration) map[i
 	}
 	deadline := time.Now().Add(limit)
 	for {
-		b, err := os.ReadFile(procs)
-		if err != nil {
-			return killed
-		}
 		in := map[int]bool{}
-		for _, f := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				in[p] = true
-			}
+		for _, p := range readProcs(procs) {
+			in[p] = true
 		}
-		var strays []int
+		strays := map[int][]string{} // pid: its stat fields
 		for p := range in {
-			if !known[p] && !in[parentOf(p)] {
-				strays = append(strays, p)
+			if known[p] {
+				continue
+			}
+			if f := procStat(p); !in[parentOf(f)] {
+				strays[p] = f
 			}
 		}
 		if len(strays) == 0 || time.Now().After(deadline) {
 			return killed
 		}
-		for _, p := range strays {
-			if st, ok := startTime(p); ok {
+		for p, f := range strays {
+			if st, ok := startOf(f); ok {
 				killed[p] = st
 			}
 			if fd, err := unix.PidfdOpen(p, 0); err == nil {
@@ -217,20 +198,47 @@ func killStrays(sb *lean.Sandbox, known map[int]bool, limit time.Duration) map[i
 	}
 }
 
-// parentOf is pid's parent pid (0 if unknown).
-func parentOf(pid int) int {
+// readProcs is the pids a cgroup.procs file lists (none if it cannot be
+// read).
+func readProcs(path string) []int {
+	b, _ := os.ReadFile(path)
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+// procStat is /proc/<pid>/stat's fields after the command name (the last
+// ')'), the state first; nil if the file cannot be read or parsed.
+func procStat(pid int) []string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+// parentOf is the parent pid in a process's stat fields (0 if unknown).
+func parentOf(stat []string) int {
+	if len(stat) < 2 {
 		return 0
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	p, _ := strconv.Atoi(f[1])
+	p, _ := strconv.Atoi(stat[1])
 	return p
+}
+
+// startOf is the start time in a process's stat fields (field 22 of
+// /proc/<pid>/stat).
+func startOf(stat []string) (string, bool) {
+	if len(stat) < 20 {
+		return "", false
+	}
+	return stat[19], true
 }

@@ -648,14 +648,14 @@ func (z *Zygote) fork(ctx context.Context, sb *lean.Sandbox, req ForkRequest, o 
 	_ = conn.SetDeadline(time.Time{})
 	// The pid is the zygote's word: make sure it names a process in sb
 	// before holding (and later signalling) it.
-	pidfd, _, err := openInSandbox(r.Pid, sb)
+	pidfd, err := openInSandbox(r.Pid, sb)
 	if err != nil {
 		return nil, fmt.Errorf("zygote %s: %v: %w", z.cfg.ID, err, ErrZygote)
 	}
 	inst := newInstance(r.Pid, pidfd, conn, sb, oomBefore)
 	inst.afterExit = o.afterExit
-	// Recorded even when it is gone already (live false): it was in sb, or
-	// never became any other process (see openInSandbox).
+	// Recorded even when it is gone already: it was in sb, or never became
+	// any other process (see openInSandbox).
 	sb.Adopt(r.Pid)
 	go inst.watch()
 	tr.mark("go_done")

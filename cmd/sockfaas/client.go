@@ -31,22 +31,22 @@ type clientFlags struct {
 	TokenFile string `help:"File holding the bearer token (its first line)." env:"SOCKFAAS_TOKEN_FILE" type:"path" placeholder:"FILE"`
 }
 
-// readToken is the token given by flag, or else read from file: its first
-// line, trimmed. Both is an error.
-func readToken(token, file, flag string) (string, error) {
+// readToken is the token given by --token, or else read from file
+// (--token-file): its first line, trimmed. Both is an error.
+func readToken(token, file string) (string, error) {
 	if file == "" {
 		return token, nil
 	}
 	if token != "" {
-		return "", fmt.Errorf("--%s and --%s-file both given: pick one", flag, flag)
+		return "", errors.New("--token and --token-file both given: pick one")
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("--%s-file: %w", flag, err)
+		return "", fmt.Errorf("--token-file: %w", err)
 	}
 	line, _, _ := strings.Cut(string(data), "\n")
 	if token = strings.TrimSpace(line); token == "" {
-		return "", fmt.Errorf("--%s-file %s: empty", flag, file)
+		return "", fmt.Errorf("--token-file %s: empty", file)
 	}
 	return token, nil
 }
@@ -73,7 +73,7 @@ func (f clientFlags) client() (*apiClient, error) {
 	// Redirects are not followed: the token must go only where the user
 	// pointed the CLI.
 	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	token, err := readToken(f.Token, f.TokenFile, "token")
+	token, err := readToken(f.Token, f.TokenFile)
 	if err != nil {
 		return nil, err
 	}

@@ -40,12 +40,7 @@ var defaultConfigFiles = []string{"/etc/sockfaas/config.yaml", "~/.config/sockfa
 type configResolver struct {
 	defaults []string
 	loaded   bool
-	files    []configFile
-}
-
-type configFile struct {
-	path string
-	top  map[string]any
+	files    []map[string]any // each file's top level
 }
 
 var _ kong.Resolver = (*configResolver)(nil)
@@ -74,12 +69,12 @@ func (r *configResolver) Resolve(kctx *kong.Context, parent *kong.Path, flag *ko
 		cmd = n.Path()
 	}
 	var found any
-	for _, f := range r.files { // later files win
-		if v, ok := lookupKey(f.top, flag.Name); ok {
+	for _, top := range r.files { // later files win
+		if v, ok := lookupKey(top, flag.Name); ok {
 			found = v
 		}
 		if cmd != "" {
-			if sub, ok := lookupSection(f.top, cmd); ok {
+			if sub, ok := lookupSection(top, cmd); ok {
 				if v, ok := lookupKey(sub, flag.Name); ok {
 					found = v
 				}
@@ -123,7 +118,7 @@ func (r *configResolver) load(kctx *kong.Context) error {
 		if err := checkConfigKeys(kctx.Model, top); err != nil {
 			return fmt.Errorf("config file %s: %w", p, err)
 		}
-		r.files = append(r.files, configFile{path: p, top: top})
+		r.files = append(r.files, top)
 	}
 	return nil
 }

@@ -125,7 +125,9 @@ func (c *runCmd) zygotes() [][]string {
 	return sets
 }
 
-func (c *runCmd) options(g *globals, log zerolog.Logger) ([]invoker.Option, error) {
+// options are the invoker's options; sets are the zygotes' package sets
+// (c.zygotes).
+func (c *runCmd) options(g *globals, log zerolog.Logger, sets [][]string) ([]invoker.Option, error) {
 	opts := []invoker.Option{
 		invoker.WithStateDir(g.StateDir),
 		invoker.WithRegistryDir(c.RegistryDir),
@@ -139,7 +141,7 @@ func (c *runCmd) options(g *globals, log zerolog.Logger) ([]invoker.Option, erro
 		}
 		opts = append(opts, invoker.WithMemoryBudget(uint64(n)))
 	}
-	if sets := c.zygotes(); len(sets) > 0 {
+	if len(sets) > 0 {
 		opts = append(opts, invoker.WithZygotes(sets))
 	}
 	if c.AllowHostNet {
@@ -155,7 +157,7 @@ func (c *runCmd) options(g *globals, log zerolog.Logger) ([]invoker.Option, erro
 }
 
 func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr error) {
-	token, err := readToken(c.Token, c.TokenFile, "token")
+	token, err := readToken(c.Token, c.TokenFile)
 	if err != nil {
 		return err
 	}
@@ -167,7 +169,8 @@ func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr 
 	if err != nil {
 		return err
 	}
-	opts, err := c.options(g, log)
+	sets := c.zygotes()
+	opts, err := c.options(g, log, sets)
 	if err != nil {
 		return err
 	}
@@ -205,7 +208,7 @@ func (c *runCmd) Run(ctx context.Context, g *globals, log zerolog.Logger) (rerr 
 
 	start := time.Now()
 	msg := "starting the invoker"
-	if sets := c.zygotes(); len(sets) > 0 {
+	if len(sets) > 0 {
 		msg += " (warming zygotes " + formatSets(sets) + ")"
 	}
 	sp := startSpinner(msg)

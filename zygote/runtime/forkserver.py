@@ -600,7 +600,6 @@ def _spare(server, chan, ready_w):
         os._exit(0)
     t = time.perf_counter_ns()
     chan.close()
-    _zero(buf, len(data))
     try:
         req = json.loads(data)
         named = ForkServer._name_fds(req, fds)
@@ -731,8 +730,9 @@ def _prime():
 
 
 def _recv_request(sock, buf):
-    """One message from sock into buf: (bytes, [fds]). A message that does
-    not fit is an error; so are more than MAX_FDS descriptors."""
+    """One message from sock into buf: (bytes, [fds]); buf is zeroed once
+    the message is copied out. A message that does not fit is an error; so
+    are more than MAX_FDS descriptors."""
     n, anc, flags, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(MAX_FDS * 4))
     fds = []
     for level, kind, cdata in anc:
@@ -743,7 +743,9 @@ def _recv_request(sock, buf):
             os.close(fd)
         _zero(buf, len(buf))
         raise ValueError("request over %d bytes or %d descriptors" % (MAX_REQUEST, MAX_FDS))
-    return bytes(buf[:n]), fds
+    data = bytes(buf[:n])
+    _zero(buf, n)
+    return data, fds
 
 
 def _zero(buf, n):
@@ -1103,7 +1105,6 @@ class ForkServer:
         t0 = time.perf_counter_ns()
         try:
             data, fds = _recv_request(conn, self.rbuf)
-            _zero(self.rbuf, len(data))
         except (BlockingIOError, InterruptedError):
             return
         except ValueError as e:
