@@ -54,12 +54,11 @@ type asyncQueue struct {
 	cancelRun context.CancelFunc
 	wg        sync.WaitGroup
 
-	mu       sync.Mutex
-	closed   bool
-	draining bool // close began: queued jobs are not started any more
-	results  map[string]*asyncEntry
-	order    []string // IDs, oldest first
-	bytes    int      // payload bytes of the finished results kept
+	mu      sync.Mutex
+	closed  bool // close began: queued jobs are not started any more
+	results map[string]*asyncEntry
+	order   []string // IDs, oldest first
+	bytes   int      // payload bytes of the finished results kept
 	// lastPrune is when pruneLocked last looked for expired entries.
 	lastPrune time.Time
 
@@ -209,9 +208,9 @@ func (q *asyncQueue) work() {
 	defer q.wg.Done()
 	for job := range q.jobs {
 		q.mu.Lock()
-		draining := q.draining
+		closed := q.closed
 		q.mu.Unlock()
-		if draining {
+		if closed {
 			q.finish(job.id, nil, fmt.Errorf("invoker closed before the invocation started: %w", ErrClosed))
 			continue
 		}
@@ -326,7 +325,7 @@ func (q *asyncQueue) close(ctx context.Context) error {
 		q.mu.Unlock()
 		return nil
 	}
-	q.closed, q.draining = true, true
+	q.closed = true
 	close(q.jobs)
 	q.mu.Unlock()
 	q.stopRetries()

@@ -180,7 +180,7 @@ var _ http.Handler = (*httpHandler)(nil)
 // including those no route matches.
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &httpRecorder{ResponseWriter: w, writeTimeout: h.writeTimeout, reqID: newHTTPRequestID()}
+	rec := &httpRecorder{ResponseWriter: w, writeTimeout: h.writeTimeout, reqID: newRequestID()}
 	if !h.authorized(r) {
 		rec.route = "unauthorized"
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sockfaas"`)
@@ -235,7 +235,7 @@ func (h *httpHandler) handle(pattern string, d dialect, fn func(w *httpRecorder,
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rec, ok := w.(*httpRecorder)
 		if !ok { // only ServeHTTP calls the mux, but stay total
-			rec = &httpRecorder{ResponseWriter: w, writeTimeout: h.writeTimeout, reqID: newHTTPRequestID()}
+			rec = &httpRecorder{ResponseWriter: w, writeTimeout: h.writeTimeout, reqID: newRequestID()}
 		}
 		rec.route = pattern
 		rec.fn = r.PathValue("name")
@@ -267,11 +267,10 @@ const statusClientClosed = 499
 
 // apiError is how an error is answered, in each API's vocabulary.
 type apiError struct {
-	status int    // native and OpenLambda APIs
+	status int    // every API's
 	kind   string // native "type"
 
-	lambdaStatus int
-	lambdaType   string // x-amzn-ErrorType
+	lambdaType string // x-amzn-ErrorType
 	// lambdaFunctionError, if set, is the errorType of the function error
 	// (200, X-Amz-Function-Error) the Lambda API answers a synchronous
 	// call with, as Lambda does for a timeout or a crashed runtime.
@@ -295,39 +294,39 @@ func describeError(err error, clientGone bool) apiError {
 	)
 	switch {
 	case clientGone || errors.Is(err, context.Canceled):
-		return apiError{status: statusClientClosed, kind: "ClientClosedRequest", lambdaStatus: statusClientClosed, lambdaType: "ClientClosedRequest"}
+		return apiError{status: statusClientClosed, kind: "ClientClosedRequest", lambdaType: "ClientClosedRequest"}
 	case errors.Is(err, errUnauthorized):
-		return apiError{status: http.StatusUnauthorized, kind: "Unauthorized", lambdaStatus: http.StatusUnauthorized, lambdaType: "UnrecognizedClientException"}
+		return apiError{status: http.StatusUnauthorized, kind: "Unauthorized", lambdaType: "UnrecognizedClientException"}
 	case errors.Is(err, errNoRoute):
-		return apiError{status: http.StatusNotFound, kind: "NoSuchRoute", lambdaStatus: http.StatusNotFound, lambdaType: "UnknownOperationException"}
+		return apiError{status: http.StatusNotFound, kind: "NoSuchRoute", lambdaType: "UnknownOperationException"}
 	case errors.Is(err, errMethodNotAllowed):
-		return apiError{status: http.StatusMethodNotAllowed, kind: "MethodNotAllowed", lambdaStatus: http.StatusMethodNotAllowed, lambdaType: "MethodNotAllowedException"}
+		return apiError{status: http.StatusMethodNotAllowed, kind: "MethodNotAllowed", lambdaType: "MethodNotAllowedException"}
 	case errors.Is(err, errUnsupportedMedia):
-		return apiError{status: http.StatusUnsupportedMediaType, kind: "UnsupportedMediaType", lambdaStatus: http.StatusUnsupportedMediaType, lambdaType: "UnsupportedMediaTypeException"}
+		return apiError{status: http.StatusUnsupportedMediaType, kind: "UnsupportedMediaType", lambdaType: "UnsupportedMediaTypeException"}
 	case errors.Is(err, ErrTooLarge), errors.As(err, &tooBig):
-		return apiError{status: http.StatusRequestEntityTooLarge, kind: "TooLarge", lambdaStatus: http.StatusRequestEntityTooLarge, lambdaType: "RequestTooLargeException"}
+		return apiError{status: http.StatusRequestEntityTooLarge, kind: "TooLarge", lambdaType: "RequestTooLargeException"}
 	case errors.Is(err, errBadContent), errors.As(err, &readErr):
-		return apiError{status: http.StatusBadRequest, kind: "InvalidRequestContent", lambdaStatus: http.StatusBadRequest, lambdaType: "InvalidRequestContentException"}
+		return apiError{status: http.StatusBadRequest, kind: "InvalidRequestContent", lambdaType: "InvalidRequestContentException"}
 	case errors.Is(err, ErrNotFound):
-		return apiError{status: http.StatusNotFound, kind: "NotFound", lambdaStatus: http.StatusNotFound, lambdaType: "ResourceNotFoundException"}
+		return apiError{status: http.StatusNotFound, kind: "NotFound", lambdaType: "ResourceNotFoundException"}
 	case errors.Is(err, ErrInvalid):
-		return apiError{status: http.StatusBadRequest, kind: "InvalidArgument", lambdaStatus: http.StatusBadRequest, lambdaType: "InvalidParameterValueException"}
+		return apiError{status: http.StatusBadRequest, kind: "InvalidArgument", lambdaType: "InvalidParameterValueException"}
 	case errors.Is(err, ErrOverloaded):
-		return apiError{status: http.StatusTooManyRequests, kind: "TooManyRequests", lambdaStatus: http.StatusTooManyRequests, lambdaType: "TooManyRequestsException", retryAfter: true}
+		return apiError{status: http.StatusTooManyRequests, kind: "TooManyRequests", lambdaType: "TooManyRequestsException", retryAfter: true}
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return apiError{status: http.StatusGatewayTimeout, kind: "Timeout", lambdaStatus: http.StatusGatewayTimeout, lambdaType: "ServiceException", lambdaFunctionError: "Sandbox.Timedout"}
+		return apiError{status: http.StatusGatewayTimeout, kind: "Timeout", lambdaType: "ServiceException", lambdaFunctionError: "Sandbox.Timedout"}
 	case errors.Is(err, ErrFunctionCrashed):
 		// The error's detail is the instance's exit and the broken
 		// connection to it: the server's log has it, the function's log
 		// has the why.
-		return apiError{status: http.StatusBadGateway, kind: "FunctionCrashed", lambdaStatus: http.StatusBadGateway, lambdaType: "ServiceException",
+		return apiError{status: http.StatusBadGateway, kind: "FunctionCrashed", lambdaType: "ServiceException",
 			lambdaFunctionError: "Runtime.ExitError", msg: "the function's instance crashed while serving the call; see the function's logs"}
 	case errors.Is(err, ErrBusy):
-		return apiError{status: http.StatusConflict, kind: "Conflict", lambdaStatus: http.StatusConflict, lambdaType: "ResourceConflictException"}
+		return apiError{status: http.StatusConflict, kind: "Conflict", lambdaType: "ResourceConflictException"}
 	case errors.Is(err, ErrClosed), errors.Is(err, ErrUnavailable):
-		return apiError{status: http.StatusServiceUnavailable, kind: "Unavailable", lambdaStatus: http.StatusServiceUnavailable, lambdaType: "ServiceException", retryAfter: true}
+		return apiError{status: http.StatusServiceUnavailable, kind: "Unavailable", lambdaType: "ServiceException", retryAfter: true}
 	}
-	return apiError{status: http.StatusInternalServerError, kind: "Internal", lambdaStatus: http.StatusInternalServerError, lambdaType: "ServiceException", internal: true}
+	return apiError{status: http.StatusInternalServerError, kind: "Internal", lambdaType: "ServiceException", internal: true}
 }
 
 // HTTPError is the body of the native API's error responses; a client can
@@ -376,15 +375,15 @@ func (h *httpHandler) fail(w *httpRecorder, r *http.Request, d dialect, err erro
 		return
 	}
 	body := lambdaError{Type: "User", Message: msg}
-	if e.lambdaStatus >= 500 {
+	if e.status >= 500 {
 		body.Type = "Service"
 	}
-	if e.lambdaStatus == http.StatusTooManyRequests {
+	if e.status == http.StatusTooManyRequests {
 		body.Message = "Rate Exceeded."
 		body.Reason = "ConcurrentInvocationLimitExceeded"
 	}
 	w.Header().Set(amznErrorType, e.lambdaType)
-	writeJSON(w, e.lambdaStatus, body)
+	writeJSON(w, e.status, body)
 }
 
 // writeJSON answers v as JSON. Values are the handler's own types, which
@@ -461,9 +460,9 @@ func readEvent(w *httpRecorder, r *http.Request, limit int64) ([]byte, error) {
 	return payload, nil
 }
 
-// newHTTPRequestID returns a random (version 4) UUID, the form of Lambda's
+// newRequestID returns a random (version 4) UUID, the form of Lambda's
 // request IDs.
-func newHTTPRequestID() string {
+func newRequestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails since Go 1.24
 	b[6] = b[6]&0x0f | 0x40

@@ -4,11 +4,13 @@ package invoker
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,7 +230,7 @@ func New(ctx context.Context, opts ...Option) (_ *Invoker, err error) {
 	}
 
 	iv.log.Info().Str("state", cfg.stateDir).Str("registry", iv.reg.Dir()).Str("cgroup", cfg.cgroup).
-		Int("functions", len(iv.reg.List())).Bool("network", iv.net != nil).Msg("invoker ready")
+		Int("functions", iv.reg.count()).Bool("network", iv.net != nil).Msg("invoker ready")
 	return iv, nil
 }
 
@@ -459,7 +461,7 @@ func (iv *Invoker) AsyncResult(id string) (*Result, bool, error) { return iv.asy
 // Status implements Service. Instance memory is read from each instance's
 // cgroup now; zygote memory is the tree's last measurement.
 func (iv *Invoker) Status() Status {
-	st := Status{Functions: len(iv.reg.List())}
+	st := Status{Functions: iv.reg.count()}
 	iv.mu.Lock()
 	insts := make([]*instance, 0, len(iv.live))
 	for inst := range iv.live {
@@ -478,7 +480,7 @@ func (iv *Invoker) Status() Status {
 		st.MemoryBytes += is.MemoryBytes
 		st.Instances = append(st.Instances, is)
 	}
-	sortInstances(st.Instances)
+	slices.SortStableFunc(st.Instances, compareInstances)
 	for _, n := range iv.tree.Nodes() {
 		zs := ZygoteStatus{ID: n.ID, Packages: n.Packages, Parent: n.Parent, Forks: n.Forks}
 		if n.Memory > 0 {
@@ -492,23 +494,15 @@ func (iv *Invoker) Status() Status {
 	return st
 }
 
-func sortInstances(s []InstanceStatus) {
-	// Insertion sort: a handful of instances, and no allocation.
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && lessInstance(s[j], s[j-1]); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
+// compareInstances orders instances by function, version and start time.
+func compareInstances(a, b InstanceStatus) int {
+	if c := strings.Compare(a.Function, b.Function); c != 0 {
+		return c
 	}
-}
-
-func lessInstance(a, b InstanceStatus) bool {
-	if a.Function != b.Function {
-		return a.Function < b.Function
+	if c := cmp.Compare(a.Version, b.Version); c != 0 {
+		return c
 	}
-	if a.Version != b.Version {
-		return a.Version < b.Version
-	}
-	return a.Started.Before(b.Started)
+	return a.Started.Compare(b.Started)
 }
 
 // Logs implements Service: the end of name's log, up to max bytes (the

@@ -639,9 +639,14 @@ func removeTree(p string) error {
 func (r *Registry) Get(name string) (*Function, error) {
 	fn, ok := r.current(name)
 	if !ok {
-		return nil, fmt.Errorf("function %q: %w", name, ErrNotFound)
+		return nil, errNotFound(name)
 	}
 	return fn.clone(), nil
+}
+
+// errNotFound is Get's error for a name with no version.
+func errNotFound(name string) error {
+	return fmt.Errorf("function %q: %w", name, ErrNotFound)
 }
 
 // current returns name's newest version as stored, without the copy Get
@@ -677,7 +682,7 @@ func (r *Registry) Versions(name string) ([]*Function, error) {
 	defer r.mu.RUnlock()
 	fns := r.funcs[name]
 	if len(fns) == 0 {
-		return nil, fmt.Errorf("function %q: %w", name, ErrNotFound)
+		return nil, errNotFound(name)
 	}
 	out := make([]*Function, len(fns))
 	for i, fn := range fns {
@@ -696,6 +701,26 @@ func (r *Registry) List() []*Function {
 	}
 	slices.SortFunc(out, func(a, b *Function) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// names returns the names List would, in its order, without copying
+// the functions.
+func (r *Registry) names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.funcs))
+	for name := range r.funcs {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// count is len(List()) without the copies.
+func (r *Registry) count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.funcs)
 }
 
 // Remove removes every version of the function name. A later Deploy of

@@ -4,8 +4,6 @@ package invoker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,14 +93,15 @@ func (iv *Invoker) Invoke(ctx context.Context, name string, payload []byte, o In
 		return nil, fmt.Errorf("invoke %q: invoker closed: %w", name, err)
 	}
 	defer iv.inflight.Done()
-	fn, err := iv.reg.Get(name)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) && iv.passesOn(ctx, tr) {
+	fn, ok := iv.reg.current(name)
+	if !ok {
+		if iv.passesOn(ctx, tr) {
 			return iv.local.upstream.Invoke(ctx, name, payload, tr)
 		}
-		return nil, err
+		return nil, errNotFound(name)
 	}
-	release, err := iv.admit(ctx, fn)
+	key := fnKey(fn)
+	release, err := iv.admit(ctx, fn, key)
 	if err != nil {
 		if errors.Is(err, ErrOverloaded) && ctx.Err() == nil && iv.passesOn(ctx, nil) {
 			res, uerr := iv.local.upstream.Offload(ctx, name, payload, tr)
@@ -116,16 +115,16 @@ func (iv *Invoker) Invoke(ctx context.Context, name string, payload []byte, o In
 		return nil, fmt.Errorf("invoke %q: %w", name, err)
 	}
 	defer release()
-	return iv.run(ctx, fn, payload, o)
+	return iv.run(ctx, fn, key, payload, o)
 }
 
-// admit takes a slot of the function and one of the invoker. A request
-// that finds none free waits, if fewer than the queue's size wait already,
-// until it gets them or its ctx ends; otherwise it is refused with
-// ErrOverloaded. The function's slot is taken first, so requests for a
+// admit takes a slot of the function (key: fnKey(fn)) and one of the
+// invoker. A request that finds none free waits, if fewer than the queue's
+// size wait already, until it gets them or its ctx ends; otherwise it is
+// refused with ErrOverloaded. The function's slot is taken first, so requests for a
 // function at its limit do not hold global slots others could use.
-func (iv *Invoker) admit(ctx context.Context, fn *Function) (func(), error) {
-	fnSlots := iv.slotsOf(fn)
+func (iv *Invoker) admit(ctx context.Context, fn *Function, key string) (func(), error) {
+	fnSlots := iv.slotsOf(fn, key)
 	release := func() { <-iv.global; <-fnSlots }
 	gotFn := tryTake(fnSlots)
 	if gotFn && tryTake(iv.global) {
@@ -169,9 +168,8 @@ func tryTake(c chan struct{}) bool {
 	}
 }
 
-// slotsOf returns the semaphore of fn's version.
-func (iv *Invoker) slotsOf(fn *Function) chan struct{} {
-	key := fnKey(fn)
+// slotsOf returns the semaphore of fn's version (key: fnKey(fn)).
+func (iv *Invoker) slotsOf(fn *Function, key string) chan struct{} {
 	iv.mu.Lock()
 	defer iv.mu.Unlock()
 	c := iv.slots[key]
@@ -186,9 +184,9 @@ func (iv *Invoker) slotsOf(fn *Function) chan struct{} {
 	return c
 }
 
-// run calls fn on an instance: a cached one, or one built now.
-func (iv *Invoker) run(ctx context.Context, fn *Function, payload []byte, o InvokeOptions) (*Result, error) {
-	key := fnKey(fn)
+// run calls fn (key: fnKey(fn)) on an instance: a cached one, or one
+// built now.
+func (iv *Invoker) run(ctx context.Context, fn *Function, key string, payload []byte, o InvokeOptions) (*Result, error) {
 	timeout := fn.Manifest.Timeout()
 	if o.Timeout > 0 && o.Timeout < timeout {
 		timeout = o.Timeout
@@ -310,7 +308,7 @@ func (iv *Invoker) build(ctx context.Context, fn *Function, key string) (_ *inst
 		return nil, "", err
 	}
 	inst := &instance{
-		iv: iv, fn: fn, key: key, uid: uid, hasUID: true, started: time.Now(),
+		iv: iv, fn: fn, key: key, uid: uid, started: time.Now(),
 		exit: make(chan struct{}), closed: make(chan struct{}),
 	}
 	defer func() {
@@ -544,16 +542,6 @@ func instanceEnv(fn *Function, id string) []string {
 	)
 }
 
-// newRequestID makes a random UUID (version 4), like Lambda's request IDs.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
 // loadErrorPayload turns a child's load failure ("Runtime.ImportModuleError:
 // No module named 'x'") into Lambda's error JSON.
 func loadErrorPayload(msg string) []byte {
@@ -587,12 +575,11 @@ const (
 // the function in it (forked from a zygote, or fresh), the client talking
 // to it, its network attachment and its uid.
 type instance struct {
-	iv     *Invoker
-	fn     *Function
-	key    string
-	id     string // the sandbox's ID
-	uid    uint32
-	hasUID bool
+	iv  *Invoker
+	fn  *Function
+	key string
+	id  string // the sandbox's ID
+	uid uint32
 
 	sb     *lean.Sandbox
 	zi     *zygote.Instance // forked
@@ -605,8 +592,7 @@ type instance struct {
 
 	started     time.Time
 	invocations atomic.Uint64
-	state       atomic.Int32
-	paused      atomic.Bool
+	state       atomic.Int32 // stateIdle, stateBusy or statePaused
 
 	exitOnce sync.Once
 	exit     chan struct{} // closed once the serving process has exited
@@ -623,7 +609,6 @@ func (i *instance) Pause(ctx context.Context) error {
 	if err := i.sb.Pause(ctx); err != nil {
 		return err
 	}
-	i.paused.Store(true)
 	i.state.Store(statePaused)
 	return nil
 }
@@ -631,13 +616,12 @@ func (i *instance) Pause(ctx context.Context) error {
 // Unpause implements pool.Instance. A failed Pause thaws the cgroup
 // itself, so only a successful one needs undoing.
 func (i *instance) Unpause(ctx context.Context) error {
-	if !i.paused.Load() {
+	if i.state.Load() != statePaused {
 		return nil
 	}
 	if err := i.sb.Unpause(ctx); err != nil {
 		return err
 	}
-	i.paused.Store(false)
 	i.state.Store(stateIdle)
 	return nil
 }
@@ -684,7 +668,7 @@ func (i *instance) Close(ctx context.Context) error {
 			}
 		}
 		// The uid is free only once nothing runs as it: Destroy made sure.
-		if i.hasUID && len(errs) == 0 {
+		if len(errs) == 0 {
 			i.iv.uids.Put(i.uid)
 		}
 		i.closeErr = errors.Join(errs...)

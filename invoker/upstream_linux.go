@@ -132,14 +132,7 @@ type host struct{ iv *Invoker }
 var _ Host = host{}
 
 // Served implements Host.
-func (h host) Served() []string {
-	fns := h.iv.reg.List()
-	names := make([]string, len(fns))
-	for i, fn := range fns {
-		names[i] = fn.Name
-	}
-	return names
-}
+func (h host) Served() []string { return h.iv.reg.names() }
 
 // Run implements Host.
 func (h host) Run(ctx context.Context, name string, payload []byte, tr *Trace) (*Result, error) {

@@ -576,7 +576,7 @@ func (g *Gateway) request(ctx context.Context, subject, name string, payload []b
 		}
 		// The view may be a heartbeat old: read it again.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.PublishTimeout)
-		_, rerr := g.refreshPeers(rctx)
+		rerr := g.refreshPeers(rctx)
 		cancel()
 		if rerr == nil && g.servedByPeer(name) {
 			return nil, fmt.Errorf("invoke %q: %w: no host answered, though one serves it (reconnecting?)", name, invoker.ErrUnavailable)
@@ -626,7 +626,7 @@ func (g *Gateway) served(ctx context.Context, name string) bool {
 	if g.servedByPeer(name) {
 		return true
 	}
-	if _, err := g.refreshPeers(ctx); err != nil {
+	if err := g.refreshPeers(ctx); err != nil {
 		g.log.Debug().Err(err).Msg("read the live hosts")
 	}
 	return g.servedByPeer(name)

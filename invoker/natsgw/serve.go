@@ -236,15 +236,14 @@ func (g *Gateway) heartbeat(ctx context.Context, s *serving) error {
 	if _, err := g.hosts.Put(ctx, g.cfg.HostID, v); err != nil {
 		return err
 	}
-	_, err = g.refreshPeers(ctx)
-	return err
+	return g.refreshPeers(ctx)
 }
 
 // refreshPeers reads the live hosts from the bucket.
-func (g *Gateway) refreshPeers(ctx context.Context) (map[string]peer, error) {
+func (g *Gateway) refreshPeers(ctx context.Context) error {
 	lister, err := g.hosts.ListKeys(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	peers := map[string]peer{}
 	for key := range lister.Keys() {
@@ -262,7 +261,7 @@ func (g *Gateway) refreshPeers(ctx context.Context) (map[string]peer, error) {
 	g.mu.Lock()
 	g.peers = peers
 	g.mu.Unlock()
-	return peers, nil
+	return nil
 }
 
 // ServedChanged implements invoker.ServedNotifier: it subscribes to the

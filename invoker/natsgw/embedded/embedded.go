@@ -16,7 +16,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
+
+	"github.com/sockfaas/sockfaas/internal/statedir"
 )
 
 // Defaults of Config.
@@ -89,16 +90,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(cfg.StoreDir, "sockfaas.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := statedir.LockFile(filepath.Join(cfg.StoreDir, "sockfaas.lock"))
+	if errors.Is(err, statedir.ErrLocked) {
+		return nil, fmt.Errorf("embedded nats: %w: %s", ErrStoreInUse, cfg.StoreDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("embedded nats: %w: %s", ErrStoreInUse, cfg.StoreDir)
-		}
-		return nil, fmt.Errorf("embedded nats: lock %s: %w", cfg.StoreDir, err)
 	}
 	s, err := server.NewServer(&server.Options{
 		ServerName: cfg.Name,
