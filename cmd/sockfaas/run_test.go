@@ -69,6 +69,12 @@ func (c *cli) startServer(args ...string) *server {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				// The banner was written before the listener served,
+				// but it reaches s.stdout through os/exec's copying
+				// goroutine: give that a moment.
+				for end := time.Now().Add(5 * time.Second); !strings.Contains(s.stdout.String(), "sockfaas is running at") && time.Now().Before(end); {
+					time.Sleep(10 * time.Millisecond)
+				}
 				return s
 			}
 		}
